@@ -1,0 +1,144 @@
+"""The `synthfer` command. Thin: parse arguments, make one library call, print, exit.
+
+Any SynthferError becomes `Error: <message>` lines on stderr and its exit code; see README's
+exit-code table.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from synthfer import __version__, circumplex
+from synthfer.errors import SynthferError
+
+app = typer.Typer(
+    help="Build synthetic facial-expression datasets (StyleGAN2 + EmoStyle) from a YAML recipe.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+out = Console(highlight=False, soft_wrap=True)
+
+RecipeArg = typer.Argument(..., metavar="RECIPE", help="Path to the recipe YAML file.", show_default=False)
+SetOpt = typer.Option(None, "--set", metavar="FIELD=VALUE",
+                      help="Override a recipe field (dotted path, YAML value), e.g. --set identities.count=10. Repeatable.")
+
+
+def _guard(fn: Callable[[], int | None]) -> None:
+    """Run a command body; turn user-caused errors into one-line messages and exit codes."""
+    try:
+        code = fn()
+    except SynthferError as err:
+        for line in err.lines():
+            sys.stderr.write(f"Error: {line}\n")
+        raise typer.Exit(err.exit_code) from None
+    except KeyboardInterrupt:
+        sys.stderr.write("Error: interrupted\n")
+        raise typer.Exit(130) from None
+    raise typer.Exit(code or 0)
+
+
+def _version(value: bool):
+    if value:
+        out.print(f"synthfer {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")):
+    """Build synthetic facial-expression datasets (StyleGAN2 + EmoStyle) from a YAML recipe.
+
+    Exit codes: 0 ok, 1 build failed, 2 bad usage/recipe/model file (nothing written),
+    3 some shards failed, 75 output locked by another build.
+    """
+
+
+@app.command()
+def build(
+    recipe: Path = RecipeArg,
+    output: Optional[str] = typer.Option(None, "--output", "-o", metavar="DIR", help="Write here instead of output.dir."),
+    overrides: Optional[List[str]] = SetOpt,
+    shards: Optional[str] = typer.Option(None, "--shards", metavar="RANGES",
+                                         help="Build only these shards, e.g. 0-3,7; the rest can follow in a later run."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary; errors only."),
+):
+    """Generate, edit and write the recipe's dataset: WebDataset shards + Parquet manifest.
+
+    Shards already committed in the output folder are kept, so an interrupted build resumes.
+    """
+    def body():
+        from synthfer.build import build as run_build
+        from synthfer.progress import make_reporter, summary_table
+        from synthfer.recipe import load_recipe
+
+        loaded = load_recipe(recipe, overrides or [], output)
+        result = run_build(loaded, shards=shards, reporter=make_reporter(quiet))
+        if not quiet:
+            out.print(summary_table(result))
+    _guard(body)
+
+
+@app.command()
+def validate(recipe: Path = RecipeArg, overrides: Optional[List[str]] = SetOpt):
+    """Check a recipe and print what it would build; exit 2 listing every problem."""
+    def body():
+        from synthfer.plan import Plan
+        from synthfer.recipe import load_recipe
+
+        loaded = load_recipe(recipe, overrides or [])
+        plan = Plan(loaded.recipe)
+        out.print(f"OK: {recipe}: {loaded.recipe.identities.count} identities x {len(plan.targets)} targets = "
+                  f"{plan.total_samples} samples in {len(plan.shards)} shards -> {loaded.output_dir}")
+    _guard(body)
+
+
+@app.command("plan")
+def plan_cmd(recipe: Path = RecipeArg, overrides: Optional[List[str]] = SetOpt,
+             all_shards: bool = typer.Option(False, "--all", help="List every shard, not just the first 20.")):
+    """Show shards, splits, targets and an output size estimate, without loading any model."""
+    def body():
+        from synthfer.plan import Plan, estimated_bytes
+        from synthfer.progress import plan_tables
+        from synthfer.recipe import load_recipe
+
+        loaded = load_recipe(recipe, overrides or [])
+        plan = Plan(loaded.recipe)
+        for table in plan_tables(plan, limit=None if all_shards else 20):
+            out.print(table)
+        out.print(f"{plan.total_samples} samples in {len(plan.shards)} shards "
+                  f"({plan.identities_per_shard} identities x {len(plan.targets)} targets per shard); "
+                  f"estimated output about {_human(estimated_bytes(plan))} -> {loaded.output_dir}")
+    _guard(body)
+
+
+@app.command()
+def emotions():
+    """List the 28 named circumplex directions usable in targets.emotions."""
+    table = Table(title="Named directions (valence, arousal at intensity 1)")
+    for col in ("name", "angle", "paper", "valence", "arousal"):
+        table.add_column(col, justify="left" if col == "name" else "right")
+    for e in circumplex.emotions():
+        table.add_row(e.name, f"{e.angle_deg:.1f}", str(e.paper_deg), f"{e.valence:+.3f}", f"{e.arousal:+.3f}")
+    out.print(table)
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

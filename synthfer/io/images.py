@@ -1,0 +1,28 @@
+"""Image encoding with fixed settings, so the same pixels always give the same bytes."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+EXTENSIONS = {"png": "png", "jpg": "jpg", "webp": "webp"}
+
+
+def encode(pixels: np.ndarray, fmt: str, size: int, quality: int) -> tuple[bytes, int, int]:
+    """uint8 HWC RGB -> (encoded bytes, width, height), resized to size x size with antialiasing."""
+    assert pixels.dtype == np.uint8 and pixels.ndim == 3 and pixels.shape[2] == 3, (pixels.dtype, pixels.shape)
+    img = Image.fromarray(pixels, "RGB")
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    if fmt == "png":
+        img.save(buf, "PNG", compress_level=6, optimize=False)
+    elif fmt == "jpg":
+        img.save(buf, "JPEG", quality=quality, subsampling=0 if quality >= 90 else 2, optimize=False)
+    elif fmt == "webp":
+        img.save(buf, "WEBP", quality=quality, method=4, exact=True)
+    else:
+        raise ValueError(f"unknown image format {fmt!r}")
+    return buf.getvalue(), img.size[0], img.size[1]

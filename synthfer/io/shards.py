@@ -1,0 +1,108 @@
+"""Shard output and the commit protocol.
+
+A shard is three files: shards/NAME.tar (WebDataset), parts/NAME.parquet (its manifest rows) and
+parts/NAME.done.json (the commit marker). Tar and part are written as temporaries, fsynced and
+renamed; the marker, written the same way, comes last and records both files' sizes and
+sha256s. Readers and resume trust a shard only through its marker, so "marker last" is what
+makes a shard visible; on an object store, where each object is written whole, the same order
+holds without any rename.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from synthfer.io import atomic
+from synthfer.io.manifest import write_part
+
+# Fixed tar header fields: the same members give the same bytes on any machine, at any time.
+_MTIME = 0
+_MODE = 0o644
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str    # KEY.png, KEY.json, ...
+    data: bytes
+
+
+def tar_bytes(members: list[Member]) -> bytes:
+    """A deterministic ustar archive of the members in the given order."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for m in members:
+            info = tarfile.TarInfo(m.name)
+            info.size = len(m.data)
+            info.mtime, info.mode = _MTIME, _MODE
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            tar.addfile(info, io.BytesIO(m.data))
+    return buf.getvalue()
+
+
+def _digest(path: Path) -> dict:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return {"size": path.stat().st_size, "sha256": h.hexdigest()}
+
+
+class ShardStore:
+    """The shard files of one output directory."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.shard_dir = self.root / "shards"
+        self.part_dir = self.root / "parts"
+
+    def tar_path(self, name: str) -> Path:
+        return self.shard_dir / f"{name}.tar"
+
+    def part_path(self, name: str) -> Path:
+        return self.part_dir / f"{name}.parquet"
+
+    def marker_path(self, name: str) -> Path:
+        return self.part_dir / f"{name}.done.json"
+
+    def prepare(self) -> list[Path]:
+        """Create the folders; remove temporaries that crashed writers left behind."""
+        self.shard_dir.mkdir(parents=True, exist_ok=True)
+        self.part_dir.mkdir(parents=True, exist_ok=True)
+        return atomic.remove_stale_temporaries(self.shard_dir) + atomic.remove_stale_temporaries(self.part_dir)
+
+    def commit(self, name: str, members: list[Member], rows: list[dict], info: dict) -> dict:
+        """Write tar and part, then the marker. Returns the marker's content."""
+        tar_final, part_final = self.tar_path(name), self.part_path(name)
+        tar_tmp = atomic.temp_path(tar_final)
+        tar_tmp.write_bytes(tar_bytes(members))
+        part_tmp = write_part(part_final, rows)
+        atomic.publish(tar_tmp, tar_final)
+        atomic.publish(part_tmp, part_final)
+        marker = dict(info, shard=name, rows=len(rows), images=sum(m.name.endswith(".json") for m in members),
+                      tar=_digest(tar_final), part=_digest(part_final))
+        atomic.write_json(self.marker_path(name), marker)
+        return marker
+
+    def marker(self, name: str) -> dict | None:
+        """The marker of a committed shard whose files are present with the recorded sizes, else None."""
+        try:
+            marker = json.loads(self.marker_path(name).read_text())
+            if (self.tar_path(name).stat().st_size != marker["tar"]["size"]
+                    or self.part_path(name).stat().st_size != marker["part"]["size"]):
+                return None
+            return marker
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def committed(self) -> dict[str, dict]:
+        """Name -> marker of every committed shard on disk."""
+        if not self.part_dir.is_dir():
+            return {}
+        names = sorted(p.name[: -len(".done.json")] for p in self.part_dir.glob("shard-*.done.json"))
+        return {n: m for n in names if (m := self.marker(n)) is not None}

@@ -1,0 +1,1 @@
+"""Pure-PyTorch networks synthfer runs: the StyleGAN2 generator and the EmoStyle latent editor."""

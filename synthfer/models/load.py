@@ -1,0 +1,58 @@
+"""Build the recipe's models on a device, once per worker. Files are opened only by checkpoints.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from synthfer.errors import ModelFileError
+from synthfer.models import builtin, checkpoints
+from synthfer.recipe import LoadedRecipe
+
+
+@dataclass
+class LoadedModels:
+    generator: torch.nn.Module
+    editor: torch.nn.Module
+    device: torch.device
+    identities: dict[str, str]   # role -> sha256 of the weights file, or the builtin's identity
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelFileError(f"execution.device: {name} requested but no CUDA device is available")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ModelFileError("execution.device: mps requested but not available")
+    return torch.device(name)
+
+
+def model_identities(loaded: LoadedRecipe) -> dict[str, str]:
+    """What the fingerprint needs to know about the weights, without building anything."""
+    out = {}
+    for role in ("generator", "editor"):
+        spec = getattr(loaded.recipe.models, role)
+        out[role] = (f"builtin-v{builtin.VERSION}-seed{spec.seed}" if spec.kind == "builtin"
+                     else checkpoints.sha256_file(loaded.resolve(spec.checkpoint)))
+    return out
+
+
+def load_models(loaded: LoadedRecipe) -> LoadedModels:
+    models = loaded.recipe.models
+    device = resolve_device(loaded.recipe.execution.device)
+    if models.generator.kind == "builtin":
+        generator = builtin.builtin_generator(seed=models.generator.seed)
+    else:
+        generator = checkpoints.load_generator(loaded.resolve(models.generator.checkpoint))
+    if models.editor.kind == "builtin":
+        editor = builtin.builtin_editor(seed=models.editor.seed, n_latent=generator.n_latent, w_dim=generator.w_dim)
+    else:
+        editor = checkpoints.load_editor(loaded.resolve(models.editor.checkpoint))
+    if (editor.n_latent, editor.w_dim) != (generator.n_latent, generator.w_dim):
+        raise ModelFileError(f"editor has {editor.n_latent} layers of {editor.w_dim}, generator needs "
+                             f"{generator.n_latent} of {generator.w_dim}")
+    generator.eval().requires_grad_(False).to(device)
+    editor.eval().requires_grad_(False).to(device)
+    return LoadedModels(generator, editor, device, model_identities(loaded))

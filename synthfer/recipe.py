@@ -1,0 +1,397 @@
+"""The recipe: pydantic models (the schema's truth), YAML loading with line numbers, overrides.
+
+Only this module reads YAML. Every problem becomes one line `FILE:LINE: field.path: message`,
+collected into a RecipeError (exit 2) so the user sees all of them at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from synthfer import circumplex
+from synthfer.errors import RecipeError, UsageError
+
+FORMAT_VERSION = 1
+
+
+class _Strict(BaseModel):
+    # strict: YAML already gives typed values, so "3" for a count is a mistake, not a number.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Identities(_Strict):
+    count: int = Field(100, gt=0)                 # how many people
+    truncation_psi: float = Field(0.7, gt=0, le=1.0)  # EmoStyle uses 0.7
+    truncation_cutoff: int | None = Field(None, gt=0)  # truncate only the first N w rows
+
+
+class Targets(_Strict):
+    emotions: Literal["all"] | list[str] = "all"  # names from `synthfer emotions`
+    intensities: list[float] = [0.33, 0.66, 1.0]  # distance from the circumplex origin
+    neutral: bool = True                          # include the unedited identity
+    points: list[list[float]] = []                # extra raw [valence, arousal] targets
+
+    @field_validator("emotions")
+    @classmethod
+    def _known_emotions(cls, names):
+        if names == "all":
+            return names
+        out = []
+        for i, name in enumerate(names):
+            if circumplex.find(name) is None:
+                hint = circumplex.suggest(name)
+                raise _IndexedError(i, f"unknown emotion {name!r}" + (f" (did you mean {hint!r}?)" if hint else "")
+                                 + "; `synthfer emotions` lists them")
+            canon = circumplex.canonical_name(name)
+            if canon in out:
+                raise _IndexedError(i, f"emotion {name!r} listed twice")
+            out.append(canon)
+        return out
+
+    @field_validator("intensities")
+    @classmethod
+    def _intensities(cls, values):
+        if not values:
+            raise ValueError("must list at least one intensity")
+        seen = {}
+        for i, v in enumerate(values):
+            if not 0 < v <= 1:
+                raise _IndexedError(i, f"must be in (0, 1], got {v}")
+            pct = round(v * 100)
+            if pct in seen:
+                raise _IndexedError(i, f"{v} and {seen[pct]} give the same key suffix {pct:03d}")
+            seen[pct] = v
+        return values
+
+    @field_validator("points")
+    @classmethod
+    def _points(cls, values):
+        seen = {}
+        for i, p in enumerate(values):
+            if len(p) != 2 or not all(-1 <= x <= 1 for x in p):
+                raise _IndexedError(i, f"must be [valence, arousal] with both in [-1, 1], got {p}")
+            key = point_key(p[0], p[1])
+            if key in seen:
+                raise _IndexedError(i, f"{p} and {seen[key]} give the same key {key}")
+            seen[key] = p
+        return values
+
+    @model_validator(mode="after")
+    def _not_empty(self):
+        if not self.neutral and not self.emotions and not self.points:
+            raise ValueError("no targets: enable neutral, list emotions or add points")
+        return self
+
+    def emotion_list(self) -> list[circumplex.Emotion]:
+        if self.emotions == "all":
+            return list(circumplex.emotions())
+        return [circumplex.find(n) for n in self.emotions]
+
+
+class GeneratorSpec(_Strict):
+    kind: Literal["builtin", "stylegan2"] = "builtin"  # builtin: untrained 64 px stand-in
+    checkpoint: str | None = None                     # stylegan2 weights file
+    seed: int = Field(0, ge=0)                        # builtin weights' seed
+
+    @model_validator(mode="after")
+    def _needs_file(self):
+        if self.kind != "builtin" and not self.checkpoint:
+            raise ValueError(f"kind {self.kind} needs a checkpoint file")
+        return self
+
+
+class EditorSpec(_Strict):
+    kind: Literal["builtin", "emostyle"] = "builtin"  # builtin: untrained EmoMappingWplus stand-in
+    checkpoint: str | None = None                    # emo_mapping_wplus_*.pt
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _needs_file(self):
+        if self.kind != "builtin" and not self.checkpoint:
+            raise ValueError(f"kind {self.kind} needs a checkpoint file")
+        return self
+
+
+class Models(_Strict):
+    generator: GeneratorSpec = GeneratorSpec()
+    editor: EditorSpec = EditorSpec()
+
+
+class ImageSpec(_Strict):
+    format: Literal["png", "jpg", "webp"] = "png"
+    size: int = Field(256, ge=8, le=4096)   # square side in pixels, resized with antialiasing
+    quality: int = Field(95, ge=1, le=100)  # jpg/webp only
+
+
+class Splits(_Strict):
+    train: float = Field(0.8, ge=0, le=1)
+    val: float = Field(0.1, ge=0, le=1)
+    test: float = Field(0.1, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self):
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must be 1, got {total:g}")
+        return self
+
+
+class Output(_Strict):
+    dir: str = "out"                                 # relative to the recipe's folder
+    samples_per_shard: int = Field(1000, gt=0)       # shards hold whole identities, so about this many
+    image: ImageSpec = ImageSpec()
+    splits: Splits = Splits()
+
+
+class Execution(_Strict):
+    device: str = "auto"                             # auto | cpu | cuda | cuda:N
+    dtype: Literal["float32"] = "float32"
+    batch_size: int = Field(16, gt=0, le=4096)       # images per forward pass
+    executor: Literal["local"] = "local"
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v):
+        if v in ("auto", "cpu", "cuda", "mps") or (v.startswith("cuda:") and v[5:].isdigit()):
+            return v
+        raise ValueError(f"must be auto, cpu, cuda, cuda:N or mps, got {v!r}")
+
+
+class Recipe(_Strict):
+    name: str = Field("synthfer", min_length=1)
+    seed: int = Field(0, ge=0, lt=2**63)
+    identities: Identities = Identities()
+    targets: Targets = Targets()
+    models: Models = Models()
+    output: Output = Output()
+    execution: Execution = Execution()
+
+
+class _IndexedError(ValueError):
+    """A list validator's error about one element, so the message can name `field[i]`."""
+
+    def __init__(self, index: int, message: str):
+        super().__init__(f"@{index}@{message}")
+
+
+def point_key(valence: float, arousal: float) -> str:
+    def part(x: float) -> str:
+        return ("p" if x >= 0 else "m") + f"{round(abs(x) * 100):03d}"
+    return f"va-{part(valence)}-{part(arousal)}"
+
+
+# ---------------------------------------------------------------- loading
+
+
+class LoadedRecipe:
+    """A validated recipe plus where it came from: file, folder for relative paths, overrides."""
+
+    def __init__(self, recipe: Recipe, path: Path, overrides: list[str]):
+        self.recipe = recipe
+        self.path = path
+        self.overrides = overrides
+
+    def resolve(self, relative: str) -> Path:
+        p = Path(relative).expanduser()
+        return p if p.is_absolute() else (self.path.parent / p).resolve()
+
+    @property
+    def output_dir(self) -> Path:
+        return self.resolve(self.recipe.output.dir)
+
+    def resolved(self) -> dict:
+        """Every default filled in, paths absolute: what run.json records."""
+        data = self.recipe.model_dump(mode="json")
+        data["output"]["dir"] = str(self.output_dir)
+        for spec in data["models"].values():
+            if spec.get("checkpoint"):
+                spec["checkpoint"] = str(self.resolve(spec["checkpoint"]))
+        return data
+
+    def fingerprint(self, model_hashes: dict[str, str]) -> str:
+        """What determines the bytes of the shards: content, model weights, execution settings.
+
+        The output folder and model file locations are left out so a copy or a move of either
+        keeps the fingerprint; the weights count through their sha256.
+        """
+        data = self.recipe.model_dump(mode="json")
+        del data["output"]["dir"], data["execution"]["executor"]
+        for spec in data["models"].values():
+            spec.pop("checkpoint", None)
+        canonical = json.dumps({"recipe": data, "models": model_hashes, "format_version": FORMAT_VERSION},
+                               sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def load_recipe(path: str | Path, overrides: list[str] = (), output: str | None = None) -> LoadedRecipe:
+    """Read, override and validate a recipe; raise RecipeError listing every problem."""
+    path = Path(path)
+    label = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError([f"{label}: file not found"]) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise RecipeError([f"{label}: cannot read: {getattr(err, 'strerror', None) or err}"]) from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{label}:{mark.line + 1}" if mark else label
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise RecipeError([f"{where}: YAML syntax error: {problem}"]) from None
+    if data is None:
+        raise RecipeError([f"{label}: the file is empty; a recipe is a mapping such as `name: demo`"])
+    if not isinstance(data, dict):
+        raise RecipeError([f"{label}:1: a recipe must be a mapping of fields, got a {_yaml_type(data)}"])
+    lines = _line_map(node)
+
+    applied: dict[tuple, str] = {}
+    for item in overrides:
+        dotted, value = _parse_override(item)
+        _apply_override(data, dotted, value, item)
+        applied[tuple(dotted)] = f"--set {item}"
+    if output is not None:
+        data.setdefault("output", {})
+        if not isinstance(data["output"], dict):
+            data["output"] = {}
+        data["output"]["dir"] = output
+        applied[("output", "dir")] = f"--output {output}"
+
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as err:
+        raise RecipeError([_describe(e, label, lines, applied) for e in err.errors()]) from None
+
+    loaded = LoadedRecipe(recipe, path, list(overrides))
+    problems = []
+    for role, spec in (("generator", recipe.models.generator), ("editor", recipe.models.editor)):
+        if spec.checkpoint and not loaded.resolve(spec.checkpoint).is_file():
+            loc = ("models", role, "checkpoint")
+            problems.append(f"{_where(label, lines, applied, loc)}: models.{role}.checkpoint: "
+                            f"file not found: {loaded.resolve(spec.checkpoint)}")
+    if problems:
+        raise RecipeError(problems)
+    return loaded
+
+
+def _yaml_type(value: Any) -> str:
+    return {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}.get(type(value), type(value).__name__)
+
+
+def _line_map(node, path=()) -> dict[tuple, int]:
+    """Field path -> 1-based line, for every key and list element of the YAML document."""
+    lines = {path: node.start_mark.line + 1}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            child = path + (key.value,)
+            lines.update(_line_map(value, child))
+            lines[child + ("<key>",)] = key.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, value in enumerate(node.value):
+            lines.update(_line_map(value, path + (i,)))
+    return lines
+
+
+def _where(label: str, lines: dict, applied: dict, loc: tuple) -> str:
+    for n in range(len(loc), 0, -1):
+        if loc[:n] in applied:
+            return applied[loc[:n]]
+    for n in range(len(loc), -1, -1):
+        if loc[:n] in lines:
+            return f"{label}:{lines[loc[:n]]}"
+    return label
+
+
+def _field_path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _describe(error: dict, label: str, lines: dict, applied: dict) -> str:
+    # Union members (str | None, Literal | list) add their type name to loc; drop it.
+    loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and ("[" in p or p in
+                ("str", "int", "float", "list", "none", "bool", "function-after", "literal"))))
+    kind, msg, value = error["type"], error["msg"], error.get("input")
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    if msg.startswith("@") and "@" in msg[1:]:  # _IndexedError: point at the element
+        index, msg = msg[1:].split("@", 1)
+        loc = loc + (int(index),)
+    if kind == "extra_forbidden":
+        parent = _model_at(loc[:-1])
+        allowed = ", ".join(parent.model_fields) if parent else ""
+        where = _where(label, lines, applied, loc + ("<key>",))
+        return f"{where}: {_field_path(loc)}: unknown key" + (f" (allowed: {allowed})" if allowed else "")
+    if kind == "missing":
+        return f"{_where(label, lines, applied, loc)}: {_field_path(loc)}: required field is missing"
+    if kind.endswith("_type") or kind.endswith("_parsing") or kind == "int_from_float" or kind == "model_type":
+        expected = msg.replace("Input should be ", "").split(",")[0]
+        msg = f"must be {expected}, got {_show(value)}"
+    elif kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "literal_error",
+                  "string_too_short"):
+        msg = msg.replace("Input should be", "must be").replace("String should have", "must have") + f", got {_show(value)}"
+    return f"{_where(label, lines, applied, loc)}: {_field_path(loc)}: {msg}"
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        return f"a {_yaml_type(value)}"
+    return repr(value)
+
+
+def _model_at(loc: tuple):
+    model = Recipe
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return model
+
+
+def _parse_override(item: str) -> tuple[list, Any]:
+    if "=" not in item:
+        raise UsageError(f"--set {item}: expected FIELD=VALUE, e.g. identities.count=10")
+    dotted, raw = item.split("=", 1)
+    parts = dotted.strip().split(".")
+    if not all(parts):
+        raise UsageError(f"--set {item}: bad field path {dotted!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        raise UsageError(f"--set {item}: the value is not valid YAML") from None
+    return [int(p) if p.isdigit() else p for p in parts], value
+
+
+def _apply_override(data: dict, dotted: list, value: Any, item: str) -> None:
+    node = data
+    for i, part in enumerate(dotted[:-1]):
+        nxt = dotted[i + 1]
+        if isinstance(node, dict) and isinstance(part, str):
+            if not isinstance(node.get(part), (dict, list)):
+                node[part] = {}
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            raise UsageError(f"--set {item}: no field {'.'.join(map(str, dotted[:i + 1]))}")
+        if isinstance(nxt, int) and not isinstance(node, list):
+            raise UsageError(f"--set {item}: {'.'.join(map(str, dotted[:i + 1]))} is not a list")
+    last = dotted[-1]
+    if isinstance(node, list):
+        if not (isinstance(last, int) and last < len(node)):
+            raise UsageError(f"--set {item}: index {last} is out of range")
+        node[last] = value
+    else:
+        node[last] = value

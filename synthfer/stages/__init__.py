@@ -1,0 +1,1 @@
+"""Pipeline stages, one concern each: identities -> edit -> (assess -> decide) -> encode."""

@@ -1,0 +1,42 @@
+"""Shared helpers: run the CLI in-process, write recipes into tmp folders."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from synthfer.cli import app
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+# A build small enough for many tests: 4 identities x 5 targets, 2 identities per shard.
+SMALL = """\
+name: small
+seed: 7
+identities: {count: 4}
+targets: {emotions: [happy, sad], intensities: [0.5, 1.0], neutral: true}
+output: {dir: out, samples_per_shard: 10, image: {format: png, size: 32}}
+execution: {device: cpu, batch_size: 4}
+"""
+
+
+@pytest.fixture
+def cli():
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(app, [str(a) for a in args])
+    return invoke
+
+
+@pytest.fixture
+def write_recipe(tmp_path):
+    def write(text: str, name: str = "recipe.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text))
+        return path
+    return write

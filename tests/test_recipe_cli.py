@@ -1,0 +1,103 @@
+"""Every recipe mistake: exit 2, one line per problem naming file:line and field, nothing written."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import SMALL
+
+
+def _error_lines(result):
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert all(line.startswith("Error: ") for line in lines), lines
+    return lines
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("name: x\ntargets:\n  intensities: [0.5, 1.0, 1.5]\n",
+     "recipe.yaml:3: targets.intensities[2]: must be in (0, 1], got 1.5"),
+    ("name: x\nidentities: {count: 10, colour: red}\n",
+     "recipe.yaml:2: identities.colour: unknown key (allowed: count, truncation_psi, truncation_cutoff)"),
+    ("identities:\n  count: ten\n",
+     "recipe.yaml:2: identities.count: must be a valid integer, got 'ten'"),
+    ("identities:\n  count: 0\n",
+     "recipe.yaml:2: identities.count: must be greater than 0, got 0"),
+    ("identities:\n  count: -5\n",
+     "recipe.yaml:2: identities.count: must be greater than 0, got -5"),
+    ("targets:\n  emotions:\n    - happy\n    - hapy\n",
+     "recipe.yaml:4: targets.emotions[1]: unknown emotion 'hapy' (did you mean 'happy'?); `synthfer emotions` lists them"),
+    ("name: x\nseed: [1\n",
+     "recipe.yaml:3: YAML syntax error: expected ',' or ']', but got '<stream end>'"),
+    ("", "recipe.yaml: the file is empty; a recipe is a mapping such as `name: demo`"),
+    ("- a\n- b\n", "recipe.yaml:1: a recipe must be a mapping of fields, got a list"),
+    ("output:\n  splits: {train: 0.5, val: 0.1, test: 0.1}\n",
+     "recipe.yaml:2: output.splits: train + val + test must be 1, got 0.7"),
+    ("execution:\n  device: gpu\n",
+     "recipe.yaml:2: execution.device: must be auto, cpu, cuda, cuda:N or mps, got 'gpu'"),
+    ("output:\n  image: {format: bmp}\n",
+     "recipe.yaml:2: output.image.format: must be 'png', 'jpg' or 'webp', got 'bmp'"),
+])
+def test_bad_recipe_one_line(cli, write_recipe, tmp_path, text, expected):
+    path = write_recipe(text)
+    for command in ("validate", "build", "plan"):
+        lines = _error_lines(cli(command, path))
+        assert lines == [f"Error: {str(path.parent)}/{expected}"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["recipe.yaml"]  # nothing written
+
+
+def test_missing_model_file(cli, write_recipe, tmp_path):
+    path = write_recipe("models:\n  generator:\n    kind: stylegan2\n    checkpoint: weights/ffhq.pkl\n")
+    lines = _error_lines(cli("build", path))
+    assert lines == [f"Error: {path}:4: models.generator.checkpoint: file not found: {tmp_path}/weights/ffhq.pkl"]
+
+
+def test_missing_recipe_file(cli, tmp_path):
+    assert _error_lines(cli("validate", tmp_path / "nope.yaml")) == [f"Error: {tmp_path}/nope.yaml: file not found"]
+
+
+def test_all_problems_listed(cli, write_recipe):
+    path = write_recipe("identities: {count: 0}\ntargets: {intensities: [2]}\nbogus: 1\n")
+    lines = _error_lines(cli("validate", path))
+    assert len(lines) == 3
+    assert any("bogus: unknown key" in line for line in lines)
+
+
+def test_set_overrides_are_validated_like_the_file(cli, write_recipe):
+    path = write_recipe(SMALL)
+    lines = _error_lines(cli("validate", path, "--set", "identities.count=-1"))
+    assert lines == ["Error: --set identities.count=-1: identities.count: must be greater than 0, got -1"]
+    lines = _error_lines(cli("validate", path, "--set", "identities.count"))
+    assert lines == ["Error: --set identities.count: expected FIELD=VALUE, e.g. identities.count=10"]
+    lines = _error_lines(cli("validate", path, "--set", "identities.colour=3"))
+    assert "identities.colour: unknown key" in lines[0]
+
+
+def test_set_and_output_override(cli, write_recipe, tmp_path):
+    path = write_recipe(SMALL)
+    result = cli("validate", path, "--set", "identities.count=6", "--set", "targets.intensities=[1.0]")
+    assert result.exit_code == 0, result.output
+    assert "6 identities x 3 targets = 18 samples" in result.stdout
+
+
+def test_validate_ok_and_plan(cli, write_recipe):
+    path = write_recipe(SMALL)
+    result = cli("validate", path)
+    assert result.exit_code == 0 and "4 identities x 5 targets = 20 samples in 2 shards" in result.stdout
+    result = cli("plan", path)
+    assert result.exit_code == 0
+    assert "shard-000001" in result.stdout and "sad-100" in result.stdout and "estimated output" in result.stdout
+
+
+def test_emotions_table(cli):
+    result = cli("emotions")
+    assert result.exit_code == 0
+    assert "at-ease" in result.stdout and "321.0" in result.stdout
+    assert len([line for line in result.stdout.splitlines() if "│" in line]) == 28
+
+
+def test_help_for_every_command(cli):
+    for command in ([], ["build"], ["validate"], ["plan"], ["emotions"]):
+        result = cli(*command, "--help")
+        assert result.exit_code == 0 and "Usage" in result.output
