@@ -19,6 +19,7 @@ from synthfer.io.manifest import merge_parts, read_manifest
 from synthfer.io.shards import ShardStore
 from synthfer.models.load import load_models, model_identities
 from synthfer.plan import Plan, Shard
+from synthfer.progress import Quiet
 from synthfer.recipe import FORMAT_VERSION, LoadedRecipe
 from synthfer.worker import Worker
 
@@ -29,12 +30,6 @@ class Reporter(Protocol):
     def started(self, shards: int, samples: int, already_done: int) -> None: ...
     def committed(self, shard: Shard, marker: dict) -> None: ...
     def finished(self) -> None: ...
-
-
-class _Silent:
-    def started(self, shards, samples, already_done): pass
-    def committed(self, shard, marker): pass
-    def finished(self): pass
 
 
 @dataclass
@@ -54,7 +49,7 @@ class BuildResult:
 
 
 def build(loaded: LoadedRecipe, shards: str | None = None, reporter: Reporter | None = None) -> BuildResult:
-    reporter = reporter or _Silent()
+    reporter = reporter or Quiet()
     t0 = time.perf_counter()
     recipe = loaded.recipe
     plan = Plan(recipe)

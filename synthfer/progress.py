@@ -64,7 +64,7 @@ class _Lines:
         pass
 
 
-class _Quiet:
+class Quiet:
     def started(self, shards, samples, already_done): pass
     def committed(self, shard, marker): pass
     def finished(self): pass
@@ -72,7 +72,7 @@ class _Quiet:
 
 def make_reporter(quiet: bool):
     if quiet:
-        return _Quiet()
+        return Quiet()
     return _Bar() if sys.stderr.isatty() else _Lines()
 
 
