@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
 import synthfer
+from synthfer import circumplex
 from synthfer.errors import OutputError, UsageError
 from synthfer.executors import local
 from synthfer.io import atomic
@@ -45,7 +47,9 @@ class BuildResult:
     complete: bool
     by_status: dict = field(default_factory=dict)
     by_split: dict = field(default_factory=dict)
-    by_target: dict = field(default_factory=dict)
+    by_target: dict = field(default_factory=dict)   # target -> {status: n}
+    by_reason: dict = field(default_factory=dict)   # reject/skip reason -> n (a row may have several)
+    by_band: dict = field(default_factory=dict)     # "242-329 verify" -> {status: n}
 
 
 def build(loaded: LoadedRecipe, shards: str | None = None, reporter: Reporter | None = None) -> BuildResult:
@@ -69,6 +73,7 @@ def build(loaded: LoadedRecipe, shards: str | None = None, reporter: Reporter | 
                          f"{committed[foreign[0]].get('fingerprint')}, this recipe {fingerprint}); "
                          f"build into another --output or remove that folder")
     models = load_models(loaded)  # before anything is written: a bad model file leaves no trace
+    worker = Worker(recipe, plan, models, fingerprint)
 
     pending = [s for s in selected if s.name not in committed]
     try:
@@ -77,7 +82,6 @@ def build(loaded: LoadedRecipe, shards: str | None = None, reporter: Reporter | 
         raise OutputError(f"{out}: cannot create output folders: {err.strerror or err}") from None
     reporter.started(len(selected), sum(len(s.identities) for s in selected) * len(plan.targets),
                      len(selected) - len(pending))
-    worker = Worker(recipe, plan, models, fingerprint)
     t_compute = time.perf_counter()
     try:
         local.run(worker, pending, store, reporter.committed)
@@ -98,7 +102,10 @@ def build(loaded: LoadedRecipe, shards: str | None = None, reporter: Reporter | 
         built_shards=len(pending), committed_shards=len(committed), rows=rows,
         wall_s=time.perf_counter() - t0, images_per_s=built_images / built_s if built_s > 0 else 0.0,
         complete=len(committed) == len(plan.shards),
-        by_status=_counts(table, "status"), by_split=_counts(table, "split"), by_target=_counts(table, "target"),
+        by_status=_counts(table, "status"), by_split=_counts(table, "split"),
+        by_target=_acceptance(table, table["target"].to_pylist()),
+        by_reason=_counts(pa.Table.from_arrays([pc.list_flatten(table["reject_reasons"])], names=["r"]), "r"),
+        by_band=_band_acceptance(table, recipe),
     )
     _write_run_json(loaded, plan, fingerprint, models, result)
     return result
@@ -119,6 +126,24 @@ def _counts(table, column: str) -> dict:
     return {str(v["values"]): int(v["counts"]) for v in vc.to_pylist()}
 
 
+def _acceptance(table, groups: list) -> dict:
+    out: dict = {}
+    for group, status in zip(groups, table["status"].to_pylist()):
+        counts = out.setdefault(group, {"accepted": 0, "rejected": 0, "skipped": 0})
+        counts[status] += 1
+    return out
+
+
+def _band_acceptance(table, recipe) -> dict:
+    angles = table["target_angle_deg"].to_pylist()
+    out = {}
+    for band in recipe.filters.failure_bands:
+        inside = [a is not None and circumplex.in_band(a, band.from_deg, band.to_deg) for a in angles]
+        counts = _acceptance(table.filter(pa.array(inside, type=pa.bool_())), [0] * sum(inside)) if any(inside) else {}
+        out[f"{band.label} {band.action}"] = counts.get(0, {"accepted": 0, "rejected": 0, "skipped": 0})
+    return out
+
+
 def _write_run_json(loaded: LoadedRecipe, plan: Plan, fingerprint: str, models, result: BuildResult) -> None:
     info = {
         "format_version": FORMAT_VERSION,
@@ -135,6 +160,8 @@ def _write_run_json(loaded: LoadedRecipe, plan: Plan, fingerprint: str, models, 
                           "parameters": sum(p.numel() for p in models.generator.parameters())},
             "editor": {"sha256_or_id": models.identities["editor"],
                        "parameters": sum(p.numel() for p in models.editor.parameters())},
+            **{role: {"sha256": models.identities[role], "file": str(m.label)}
+               for role, m in (("quality", models.quality), ("va", models.va)) if m is not None},
         },
         "device": str(models.device),
         "counts": {
@@ -142,6 +169,7 @@ def _write_run_json(loaded: LoadedRecipe, plan: Plan, fingerprint: str, models, 
             "committed_shards": result.committed_shards, "built_shards_this_run": result.built_shards,
             "manifest_rows": result.rows, "complete": result.complete,
             "by_status": result.by_status, "by_split": result.by_split, "by_target": result.by_target,
+            "by_reason": result.by_reason, "by_band": result.by_band,
         },
         "timings": {"wall_s": round(result.wall_s, 3), "images_per_s": round(result.images_per_s, 2)},
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -88,14 +88,30 @@ def summary_table(result) -> Table:
     for split in SPLITS:
         if split in result.by_split:
             t.add_row(f"  split {split}", str(result.by_split[split]))
+    for reason, n in sorted(result.by_reason.items()):
+        t.add_row(f"  reason {reason}", str(n))
+    for band, counts in result.by_band.items():
+        t.add_row(f"  band {band}", _acceptance(counts))
     targets = sorted(result.by_target.items())
-    shown = targets if len(targets) <= 12 else targets[:6] + [("...", "")] + targets[-5:]
-    for target, n in shown:
-        t.add_row(f"  target {target}", str(n))
+    shown = targets if len(targets) <= 12 else targets[:6] + [("...", None)] + targets[-5:]
+    for target, counts in shown:
+        t.add_row(f"  target {target}", _acceptance(counts) if counts else "")
     t.add_row("wall time", f"{result.wall_s:.1f} s")
     t.add_row("images/s (this run)", f"{result.images_per_s:.1f}")
     t.add_row("complete", "yes" if result.complete else "no: run the same command again to finish")
     return t
+
+
+def _acceptance(counts: dict) -> str:
+    total = sum(counts.values())
+    made = total - counts.get("skipped", 0)
+    text = f"{counts.get('accepted', 0)}/{total} accepted"
+    if counts.get("skipped"):
+        text += f", {counts['skipped']} skipped"
+    if made == 0:
+        return text
+    share = f"{100 * counts.get('accepted', 0) / made:.0f}%"
+    return text + (f" ({share} of generated)" if counts.get("skipped") else f" ({share})")
 
 
 def plan_tables(plan: Plan, limit: int | None) -> list[Table]:

@@ -118,9 +118,114 @@ class EditorSpec(_Strict):
         return self
 
 
+class Preprocess(_Strict):
+    """How an image is turned into a model input: crop, resize, channel order, normalisation."""
+    crop: list[float] = [0.1, 0.1, 0.9, 0.9]      # left, top, right, bottom as fractions of the frame
+    size: int = Field(112, ge=8, le=2048)         # model input side
+    resample: Literal["nearest", "bilinear", "bicubic", "area"] = "bilinear"
+    channels: Literal["rgb", "bgr"] = "rgb"
+    scale: float = Field(1 / 255, gt=0)           # pixel values (0..255) are multiplied by this,
+    mean: list[float] = [0.0, 0.0, 0.0]           # then (x - mean) / std per channel, in model order
+    std: list[float] = [1.0, 1.0, 1.0]
+
+    @field_validator("crop")
+    @classmethod
+    def _crop(cls, v):
+        if len(v) != 4 or not (0 <= v[0] < v[2] <= 1 and 0 <= v[1] < v[3] <= 1):
+            raise ValueError(f"must be [left, top, right, bottom] fractions with 0 <= left < right <= 1 "
+                             f"and 0 <= top < bottom <= 1, got {v}")
+        return v
+
+    @field_validator("mean", "std")
+    @classmethod
+    def _three(cls, v, info):
+        if len(v) != 3 or (info.field_name == "std" and any(x <= 0 for x in v)):
+            raise ValueError(f"must be three numbers{' > 0' if info.field_name == 'std' else ''}, got {v}")
+        return v
+
+
+class QualityPreprocess(Preprocess):
+    """MagFace's convention: aligned 112x112 BGR in [0, 1]; FFHQ frames are aligned, so a fixed crop."""
+    channels: Literal["rgb", "bgr"] = "bgr"
+
+
+class VAPreprocess(Preprocess):
+    """EmoNet as EmoStyle and the paper use it: central 80%, nearest resize to 256, RGB in [0, 1]."""
+    size: int = Field(256, ge=8, le=2048)
+    resample: Literal["nearest", "bilinear", "bicubic", "area"] = "nearest"
+
+
+class QualitySpec(_Strict):
+    kind: Literal["builtin", "onnx"] = "builtin"      # builtin: untrained ONNX stand-in
+    path: str | None = None                           # .onnx file for kind onnx
+    input_name: str | None = None                     # needed only when the model has several inputs
+    output_name: str | None = None                    # default: the model's first output
+    output: Literal["embedding", "scalar"] = "embedding"  # embedding: quality = L2 norm, identity = direction
+    quality_scale: Literal["magnitude", "ofiq"] = "magnitude"  # ofiq: 100 / (1 + exp((23 - mag) / 2.6))
+    preprocess: QualityPreprocess = QualityPreprocess()
+
+    @model_validator(mode="after")
+    def _needs_file(self):
+        if self.kind == "onnx" and not self.path:
+            raise _PathError(("path",), "kind onnx needs a path to the .onnx file")
+        return self
+
+
+class VASpec(_Strict):
+    kind: Literal["builtin", "onnx"] = "builtin"
+    path: str | None = None
+    input_name: str | None = None
+    output_name: str | None = None
+    valence_index: int = Field(0, ge=0)               # HSEmotion *_va_mtl: 8 and 9
+    arousal_index: int = Field(1, ge=0)
+    preprocess: VAPreprocess = VAPreprocess()
+
+    @model_validator(mode="after")
+    def _needs_file(self):
+        if self.kind == "onnx" and not self.path:
+            raise _PathError(("path",), "kind onnx needs a path to the .onnx file")
+        if self.valence_index == self.arousal_index:
+            raise _PathError(("arousal_index",), f"must differ from valence_index, both are {self.arousal_index}")
+        return self
+
+
 class Models(_Strict):
     generator: GeneratorSpec = GeneratorSpec()
     editor: EditorSpec = EditorSpec()
+    quality: QualitySpec | None = None                # None: quality and identity not measured
+    va: VASpec | None = None                          # None: VA not measured
+
+
+class Thresholds(_Strict):
+    """VA-accuracy limits; a sample beyond any of them is rejected. None = not checked."""
+    max_direction_error_deg: float | None = Field(None, gt=0, le=180)
+    max_distance: float | None = Field(None, gt=0)
+    max_magnitude_error: float | None = Field(None, gt=0)
+
+    def va_limits(self) -> dict:
+        return {k: v for k, v in (("va_direction", self.max_direction_error_deg), ("va_distance", self.max_distance),
+                                  ("va_magnitude", self.max_magnitude_error)) if v is not None}
+
+
+class Band(Thresholds):
+    """Target directions where the editor is known to miss (EmoStyle: 242 to 329 degrees).
+
+    skip: not generated (row status skipped); reject: generated, measured, always rejected;
+    verify: kept only if it passes the accuracy limits (the band's own, else the global ones).
+    """
+    from_deg: float = Field(ge=0, lt=360)
+    to_deg: float = Field(ge=0, le=360)
+    action: Literal["skip", "reject", "verify"] = "verify"
+
+    @property
+    def label(self) -> str:
+        return f"{self.from_deg:g}-{self.to_deg:g}"
+
+
+class Filters(Thresholds):
+    min_quality: float | None = None                  # on models.quality.quality_scale
+    min_identity_similarity: float | None = Field(None, ge=-1, le=1)  # cosine to the identity's neutral
+    failure_bands: list[Band] = []
 
 
 class ImageSpec(_Strict):
@@ -147,6 +252,7 @@ class Output(_Strict):
     samples_per_shard: int = Field(1000, gt=0)       # shards hold whole identities, so about this many
     image: ImageSpec = ImageSpec()
     splits: Splits = Splits()
+    keep_rejected: bool = False                      # rejected images go to shards/rejected-*.tar
 
 
 class Execution(_Strict):
@@ -169,15 +275,46 @@ class Recipe(_Strict):
     identities: Identities = Identities()
     targets: Targets = Targets()
     models: Models = Models()
+    filters: Filters = Filters()
     output: Output = Output()
     execution: Execution = Execution()
 
+    @model_validator(mode="after")
+    def _filters_have_models(self):
+        f, m = self.filters, self.models
+        if f.min_quality is not None and m.quality is None:
+            raise _PathError(("filters", "min_quality"), "needs models.quality (e.g. {kind: builtin})")
+        if f.min_identity_similarity is not None and (m.quality is None or m.quality.output != "embedding"):
+            raise _PathError(("filters", "min_identity_similarity"),
+                             "needs models.quality with output: embedding (identity is the embedding's direction)")
+        if f.va_limits() and m.va is None:
+            raise _PathError(("filters",) + (next(iter(_limit_fields(f))),), "needs models.va (e.g. {kind: builtin})")
+        for i, band in enumerate(f.failure_bands):
+            if band.action == "verify":
+                if not (band.va_limits() or f.va_limits()):
+                    raise _PathError(("filters", "failure_bands", i, "action"),
+                                     "verify needs accuracy limits: the band's own max_direction_error_deg, "
+                                     "max_distance or max_magnitude_error, or the global ones")
+                if m.va is None:
+                    raise _PathError(("filters", "failure_bands", i, "action"), "verify needs models.va")
+        return self
 
-class _IndexedError(ValueError):
-    """A list validator's error about one element, so the message can name `field[i]`."""
 
-    def __init__(self, index: int, message: str):
-        super().__init__(f"@{index}@{message}")
+class _PathError(ValueError):
+    """A validator's error about a field below the one validated, so the message can name it
+    (`field[i]`, `filters.min_quality`). Paths are relative to the validated field."""
+
+    def __init__(self, path: tuple, message: str):
+        super().__init__(f"@{json.dumps(list(path))}@{message}")
+
+
+def _IndexedError(index: int, message: str) -> _PathError:
+    return _PathError((index,), message)
+
+
+def _limit_fields(t: Thresholds) -> list[str]:
+    return [name for name in ("max_direction_error_deg", "max_distance", "max_magnitude_error")
+            if getattr(t, name) is not None]
 
 
 def point_key(valence: float, arousal: float) -> str:
@@ -209,10 +346,20 @@ class LoadedRecipe:
         """Every default filled in, paths absolute: what run.json records."""
         data = self.recipe.model_dump(mode="json")
         data["output"]["dir"] = str(self.output_dir)
-        for spec in data["models"].values():
-            if spec.get("checkpoint"):
-                spec["checkpoint"] = str(self.resolve(spec["checkpoint"]))
+        for role, _, field, value in self.model_files():
+            data["models"][role][field] = str(self.resolve(value))
         return data
+
+    def model_files(self) -> list[tuple[str, object, str, str]]:
+        """(role, spec, field name, path as written) for every model given by a file."""
+        out = []
+        for role in ("generator", "editor", "quality", "va"):
+            spec = getattr(self.recipe.models, role)
+            for field in ("checkpoint", "path"):
+                value = getattr(spec, field, None) if spec is not None else None
+                if value:
+                    out.append((role, spec, field, value))
+        return out
 
     def fingerprint(self, model_hashes: dict[str, str]) -> str:
         """What determines the bytes of the shards: content, model weights, execution settings.
@@ -223,7 +370,9 @@ class LoadedRecipe:
         data = self.recipe.model_dump(mode="json")
         del data["output"]["dir"], data["execution"]["executor"]
         for spec in data["models"].values():
-            spec.pop("checkpoint", None)
+            if spec:
+                spec.pop("checkpoint", None)
+                spec.pop("path", None)
         canonical = json.dumps({"recipe": data, "models": model_hashes, "format_version": FORMAT_VERSION},
                                sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
@@ -272,11 +421,11 @@ def load_recipe(path: str | Path, overrides: list[str] = (), output: str | None 
 
     loaded = LoadedRecipe(recipe, path, list(overrides))
     problems = []
-    for role, spec in (("generator", recipe.models.generator), ("editor", recipe.models.editor)):
-        if spec.checkpoint and not loaded.resolve(spec.checkpoint).is_file():
-            loc = ("models", role, "checkpoint")
-            problems.append(f"{_where(label, lines, applied, loc)}: models.{role}.checkpoint: "
-                            f"file not found: {loaded.resolve(spec.checkpoint)}")
+    for role, _, field, value in loaded.model_files():
+        if not loaded.resolve(value).is_file():
+            loc = ("models", role, field)
+            problems.append(f"{_where(label, lines, applied, loc)}: models.{role}.{field}: "
+                            f"file not found: {loaded.resolve(value)}")
     if problems:
         raise RecipeError(problems)
     return loaded
@@ -324,9 +473,9 @@ def _describe(error: dict, label: str, lines: dict, applied: dict) -> str:
     kind, msg, value = error["type"], error["msg"], error.get("input")
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
-    if msg.startswith("@") and "@" in msg[1:]:  # _IndexedError: point at the element
-        index, msg = msg[1:].split("@", 1)
-        loc = loc + (int(index),)
+    if msg.startswith("@[") and "]@" in msg:  # _PathError: point below the validated field
+        sub, msg = msg[1:].split("]@", 1)
+        loc = loc + tuple(json.loads(sub + "]"))
     if kind == "extra_forbidden":
         parent = _model_at(loc[:-1])
         allowed = ", ".join(parent.model_fields) if parent else ""

@@ -19,52 +19,111 @@ from synthfer.models.load import LoadedModels
 from synthfer.models.stylegan2 import to_uint8
 from synthfer.plan import Plan, Sample, Shard
 from synthfer.recipe import Recipe
+from synthfer import metrics
 from synthfer.stages import edit, identities
+from synthfer.stages.assess import Assessor
+from synthfer.stages.decide import Decider
 
 
 @dataclass
 class ComputedShard:
     shard: Shard
     samples: list[Sample]
-    pixels: np.ndarray   # [N, H, W, 3] uint8, one per sample, in sample order
+    rows: list[dict]                     # manifest rows with status and scores, in sample order
+    pixels: dict[int, np.ndarray]        # sample index -> uint8 [H, W, 3], for generated finite images
 
 
 class Worker:
     def __init__(self, recipe: Recipe, plan: Plan, models: LoadedModels, fingerprint: str):
         self.recipe, self.plan, self.models, self.fingerprint = recipe, plan, models, fingerprint
+        self.decider = Decider(recipe.filters)
+        self.assessor = Assessor(models.quality, recipe.models.quality, models.va, recipe.models.va)
 
     @torch.inference_mode()
     def compute(self, shard: Shard) -> ComputedShard:
+        """Generate, measure and decide every sample of a shard; skipped samples cost nothing."""
         g, e, device = self.models.generator, self.models.editor, self.models.device
         bs = self.recipe.execution.batch_size
         samples = self.plan.samples(shard)
+        early = [self.decider.before_generation(s.target) for s in samples]
+        todo = [i for i, v in enumerate(early) if v is None]
+        # Identity similarity compares with the identity's neutral image; render it even when
+        # neutral is not a target (then it is measured but never written).
+        refs = list(shard.identities) if self.assessor.has_embedding and not self.recipe.targets.neutral else []
+
         ws_id = identities.identity_ws(g, [self.plan.seed_of(i) for i in shard.identities],
                                        self.recipe.identities.truncation_psi,
                                        self.recipe.identities.truncation_cutoff, device, bs)
         row_of = {ident: r for r, ident in enumerate(shard.identities)}
-        ws_rows = ws_id[torch.tensor([row_of[s.identity] for s in samples], device=device)]
-        va = torch.tensor([[s.target.valence, s.target.arousal] for s in samples], dtype=torch.float32, device=device)
-        neutral = torch.tensor([s.target.is_neutral for s in samples], device=device)
-        ws = edit.sample_ws(e, ws_rows, va, neutral, bs)
-        img = edit.render(g, ws, bs)
-        return ComputedShard(shard, samples, to_uint8(img).cpu().numpy())
+        idents = [samples[i].identity for i in todo] + refs
+        targets = [samples[i].target for i in todo] + [None] * len(refs)
+        ws = edit.sample_ws(
+            e, ws_id[torch.tensor([row_of[i] for i in idents], dtype=torch.long, device=device)],
+            torch.tensor([[t.valence, t.arousal] if t else [0.0, 0.0] for t in targets], dtype=torch.float32, device=device),
+            torch.tensor([t is None or t.is_neutral for t in targets], dtype=torch.bool, device=device), bs)
+        img = edit.render(g, ws, bs) if idents else torch.zeros(0, 3, g.resolution, g.resolution, device=device)
+        finite = torch.isfinite(img).flatten(1).all(1).cpu().numpy()
+        pixels = to_uint8(torch.nan_to_num(img))
+        measured = self.assessor.measure(pixels, bs)
+        pixels_np = pixels.cpu().numpy()
+
+        scores = self._scores(samples, todo, idents, measured)
+        rows, kept = [self._row(sample, shard) for sample in samples], {}
+        for i, verdict in enumerate(early):
+            if verdict is not None:
+                rows[i].update(status=verdict.status, reject_reasons=list(verdict.reasons))
+        for k, i in enumerate(todo):
+            verdict = self.decider.after_measurement(samples[i].target, scores[k], bool(finite[k]))
+            rows[i].update(scores[k], status=verdict.status, reject_reasons=list(verdict.reasons))
+            if finite[k]:
+                kept[i] = pixels_np[k]
+        return ComputedShard(shard, samples, [_nulls(r) for r in rows], kept)
+
+    def _scores(self, samples, todo, idents, m) -> list[dict]:
+        """Manifest score columns per generated sample: None = not measured, NaN = model gave no number."""
+        n = len(todo)
+        out = [dict() for _ in range(n)]
+        if self.models.quality is not None:
+            for k in range(n):
+                out[k]["quality"] = float(m.quality[k])
+            if m.embedding is not None:
+                neutral_row = {}
+                for k, ident in enumerate(idents):
+                    if k >= n or samples[todo[k]].target.is_neutral:
+                        neutral_row.setdefault(ident, k)
+                sims = metrics.cosine_similarity(m.embedding[:n], m.embedding[[neutral_row[i] for i in idents[:n]]])
+                for k in range(n):
+                    out[k]["identity_similarity"] = None if samples[todo[k]].target.is_neutral else float(sims[k])
+        if self.models.va is not None:
+            t = [samples[i].target for i in todo]
+            err = metrics.va_errors([x.valence for x in t], [x.arousal for x in t], m.pred_valence[:n], m.pred_arousal[:n])
+            for k in range(n):
+                out[k].update(pred_valence=float(m.pred_valence[k]), pred_arousal=float(m.pred_arousal[k]))
+                out[k].update({name: float(v[k]) for name, v in err.items()})
+                if t[k].intensity == 0.0:   # no direction at the origin: undefined, not a failure
+                    out[k]["direction_error_deg"] = None
+                if m.pred_valence[k] == 0.0 and m.pred_arousal[k] == 0.0:  # predicted exactly neutral
+                    out[k]["pred_angle_deg"] = out[k]["direction_error_deg"] = None
+        return out
 
     def finish(self, computed: ComputedShard, store: ShardStore) -> dict:
-        """Encode every image, build the manifest rows, commit the shard. Returns its marker."""
+        """Encode kept images, fill in their columns, commit the shard. Returns its marker."""
         spec = self.recipe.output.image
         ext = images.EXTENSIONS[spec.format]
-        members, rows = [], []
-        for sample, pixels in zip(computed.samples, computed.pixels):
-            data, width, height = images.encode(pixels, spec.format, spec.size, spec.quality)
-            row = self._row(sample, computed.shard)
-            row.update(status="accepted", reject_reasons=[], width=width, height=height,
-                       image_sha256=hashlib.sha256(data).hexdigest())
-            rows.append(row)
-            members.append(Member(f"{sample.key}.{ext}", data))
-            members.append(Member(f"{sample.key}.json", _label(sample, row)))
+        tars: dict[str, list[Member]] = {"shard": [], "rejected": []}
+        for i, (sample, row) in enumerate(zip(computed.samples, computed.rows)):
+            status = row["status"]
+            if i not in computed.pixels or not (status == "accepted" or (status == "rejected" and self.recipe.output.keep_rejected)):
+                continue
+            data, width, height = images.encode(computed.pixels[i], spec.format, spec.size, spec.quality)
+            row.update(width=width, height=height, image_sha256=hashlib.sha256(data).hexdigest())
+            tar = tars["shard" if status == "accepted" else "rejected"]
+            tar.append(Member(f"{sample.key}.{ext}", data))
+            tar.append(Member(f"{sample.key}.json", _label(sample, row)))
         info = {"fingerprint": self.fingerprint, "split": computed.shard.split,
-                "accepted": sum(r["status"] == "accepted" for r in rows)}
-        return store.commit(computed.shard.name, members, rows, info)
+                "accepted": sum(r["status"] == "accepted" for r in computed.rows)}
+        return store.commit(computed.shard.name, tars["shard"],
+                            tars["rejected"] if self.recipe.output.keep_rejected else None, computed.rows, info)
 
     def _row(self, sample: Sample, shard: Shard) -> dict:
         t = sample.target
@@ -73,6 +132,11 @@ class Worker:
                     target_angle_deg=t.angle_deg, target_intensity=t.intensity,
                     target_valence=t.valence, target_arousal=t.arousal,
                     recipe_fingerprint=self.fingerprint)
+
+
+def _nulls(row: dict) -> dict:
+    """NaN in a score column means 'no usable number': the manifest stores it as null."""
+    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()}
 
 
 def _label(sample: Sample, row: dict) -> bytes:

@@ -76,16 +76,28 @@ class ShardStore:
         self.part_dir.mkdir(parents=True, exist_ok=True)
         return atomic.remove_stale_temporaries(self.shard_dir) + atomic.remove_stale_temporaries(self.part_dir)
 
-    def commit(self, name: str, members: list[Member], rows: list[dict], info: dict) -> dict:
-        """Write tar and part, then the marker. Returns the marker's content."""
-        tar_final, part_final = self.tar_path(name), self.part_path(name)
-        tar_tmp = atomic.temp_path(tar_final)
-        tar_tmp.write_bytes(tar_bytes(members))
-        part_tmp = write_part(part_final, rows)
-        atomic.publish(tar_tmp, tar_final)
-        atomic.publish(part_tmp, part_final)
+    def rejected_path(self, name: str) -> Path:
+        return self.shard_dir / f"{name.replace('shard-', 'rejected-', 1)}.tar"
+
+    def commit(self, name: str, members: list[Member], rejected: list[Member] | None, rows: list[dict],
+               info: dict) -> dict:
+        """Write the tar(s) and the part, then the marker. Returns the marker's content.
+
+        rejected: members of shards/rejected-NNNNNN.tar (output.keep_rejected), or None for no file.
+        """
+        files = [(self.tar_path(name), tar_bytes(members))]
+        if rejected is not None:
+            files.append((self.rejected_path(name), tar_bytes(rejected)))
+        temps = []
+        for final, data in files:
+            tmp = atomic.temp_path(final)
+            tmp.write_bytes(data)
+            temps.append((tmp, final))
+        temps.append((write_part(self.part_path(name), rows), self.part_path(name)))
+        for tmp, final in temps:
+            atomic.publish(tmp, final)
         marker = dict(info, shard=name, rows=len(rows), images=sum(m.name.endswith(".json") for m in members),
-                      tar=_digest(tar_final), part=_digest(part_final))
+                      files={str(final.relative_to(self.root)): _digest(final) for _, final in temps})
         atomic.write_json(self.marker_path(name), marker)
         return marker
 
@@ -93,11 +105,11 @@ class ShardStore:
         """The marker of a committed shard whose files are present with the recorded sizes, else None."""
         try:
             marker = json.loads(self.marker_path(name).read_text())
-            if (self.tar_path(name).stat().st_size != marker["tar"]["size"]
-                    or self.part_path(name).stat().st_size != marker["part"]["size"]):
-                return None
+            for rel, digest in marker["files"].items():
+                if (self.root / rel).stat().st_size != digest["size"]:
+                    return None
             return marker
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
     def committed(self) -> dict[str, dict]:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from synthfer.errors import ModelFileError
 from synthfer.models import builtin, checkpoints
+from synthfer.models.builtin_onnx import builtin_model_path
+from synthfer.models.onnx import OnnxModel
 from synthfer.recipe import LoadedRecipe
 
 
@@ -17,6 +20,8 @@ class LoadedModels:
     editor: torch.nn.Module
     device: torch.device
     identities: dict[str, str]   # role -> sha256 of the weights file, or the builtin's identity
+    quality: OnnxModel | None = None
+    va: OnnxModel | None = None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -36,7 +41,27 @@ def model_identities(loaded: LoadedRecipe) -> dict[str, str]:
         spec = getattr(loaded.recipe.models, role)
         out[role] = (f"builtin-v{builtin.VERSION}-seed{spec.seed}" if spec.kind == "builtin"
                      else checkpoints.sha256_file(loaded.resolve(spec.checkpoint)))
+    for role in ("quality", "va"):
+        path = _onnx_path(loaded, role)
+        if path is not None:
+            out[role] = checkpoints.sha256_file(path)
     return out
+
+
+def _onnx_path(loaded: LoadedRecipe, role: str) -> Path | None:
+    spec = getattr(loaded.recipe.models, role)
+    if spec is None:
+        return None
+    return builtin_model_path(role) if spec.kind == "builtin" else loaded.resolve(spec.path)
+
+
+def _load_onnx(loaded: LoadedRecipe, role: str, device: torch.device) -> OnnxModel | None:
+    path = _onnx_path(loaded, role)
+    if path is None:
+        return None
+    spec = getattr(loaded.recipe.models, role)
+    label = f"builtin {role} model" if spec.kind == "builtin" else str(path)
+    return OnnxModel(checkpoints.read_onnx(path), label, role, spec.preprocess.size, str(device), spec.input_name)
 
 
 def load_models(loaded: LoadedRecipe) -> LoadedModels:
@@ -55,4 +80,5 @@ def load_models(loaded: LoadedRecipe) -> LoadedModels:
                              f"{generator.n_latent} of {generator.w_dim}")
     generator.eval().requires_grad_(False).to(device)
     editor.eval().requires_grad_(False).to(device)
-    return LoadedModels(generator, editor, device, model_identities(loaded))
+    return LoadedModels(generator, editor, device, model_identities(loaded),
+                        _load_onnx(loaded, "quality", device), _load_onnx(loaded, "va", device))
