@@ -29,11 +29,18 @@ from synthfer.stages.decide import Decider
 class ComputedShard:
     shard: Shard
     samples: list[Sample]
-    rows: list[dict]                     # manifest rows with status and scores, in sample order
-    pixels: dict[int, np.ndarray]        # sample index -> uint8 [H, W, 3], for generated finite images
+    early: list                          # per sample: a Verdict decided before generation, or None
+    todo: list[int]                      # sample indices that were generated, in pixel order
+    idents: list[int]                    # identity of each generated image (todo, then neutral references)
+    pixels: torch.Tensor                 # uint8 [len(idents), H, W, 3] on the model device
+    finite: np.ndarray                   # [len(idents)] bool: no NaN/Inf in the raw image
 
 
 class Worker:
+    """compute() is the model work; finish() measures, decides, encodes and commits. An executor
+    may run finish() on another thread, so assessment and encoding overlap the next shard's
+    generation."""
+
     def __init__(self, recipe: Recipe, plan: Plan, models: LoadedModels, fingerprint: str):
         self.recipe, self.plan, self.models, self.fingerprint = recipe, plan, models, fingerprint
         self.decider = Decider(recipe.filters)
@@ -41,7 +48,7 @@ class Worker:
 
     @torch.inference_mode()
     def compute(self, shard: Shard) -> ComputedShard:
-        """Generate, measure and decide every sample of a shard; skipped samples cost nothing."""
+        """Generate every sample of a shard that needs an image; skipped samples cost nothing."""
         g, e, device = self.models.generator, self.models.editor, self.models.device
         bs = self.recipe.execution.batch_size
         samples = self.plan.samples(shard)
@@ -63,21 +70,24 @@ class Worker:
             torch.tensor([t is None or t.is_neutral for t in targets], dtype=torch.bool, device=device), bs)
         img = edit.render(g, ws, bs) if idents else torch.zeros(0, 3, g.resolution, g.resolution, device=device)
         finite = torch.isfinite(img).flatten(1).all(1).cpu().numpy()
-        pixels = to_uint8(torch.nan_to_num(img))
-        measured = self.assessor.measure(pixels, bs)
-        pixels_np = pixels.cpu().numpy()
+        return ComputedShard(shard, samples, early, todo, idents, to_uint8(torch.nan_to_num(img)), finite)
 
-        scores = self._scores(samples, todo, idents, measured)
-        rows, kept = [self._row(sample, shard) for sample in samples], {}
-        for i, verdict in enumerate(early):
+    @torch.inference_mode()
+    def assess(self, c: ComputedShard) -> tuple[list[dict], dict[int, np.ndarray]]:
+        """Measure and decide: manifest rows in sample order, and the pixels of generated finite images."""
+        measured = self.assessor.measure(c.pixels, self.recipe.execution.batch_size)
+        pixels_np = c.pixels.cpu().numpy()
+        scores = self._scores(c.samples, c.todo, c.idents, measured)
+        rows, kept = [self._row(sample, c.shard) for sample in c.samples], {}
+        for i, verdict in enumerate(c.early):
             if verdict is not None:
                 rows[i].update(status=verdict.status, reject_reasons=list(verdict.reasons))
-        for k, i in enumerate(todo):
-            verdict = self.decider.after_measurement(samples[i].target, scores[k], bool(finite[k]))
+        for k, i in enumerate(c.todo):
+            verdict = self.decider.after_measurement(c.samples[i].target, scores[k], bool(c.finite[k]))
             rows[i].update(scores[k], status=verdict.status, reject_reasons=list(verdict.reasons))
-            if finite[k]:
+            if c.finite[k]:
                 kept[i] = pixels_np[k]
-        return ComputedShard(shard, samples, [_nulls(r) for r in rows], kept)
+        return [_nulls(r) for r in rows], kept
 
     def _scores(self, samples, todo, idents, m) -> list[dict]:
         """Manifest score columns per generated sample: None = not measured, NaN = model gave no number."""
@@ -107,23 +117,23 @@ class Worker:
         return out
 
     def finish(self, computed: ComputedShard, store: ShardStore) -> dict:
-        """Encode kept images, fill in their columns, commit the shard. Returns its marker."""
+        """Assess, then encode kept images, fill in their columns, commit the shard. Returns its marker."""
+        rows, pixels = self.assess(computed)
         spec = self.recipe.output.image
         ext = images.EXTENSIONS[spec.format]
-        tars: dict[str, list[Member]] = {"shard": [], "rejected": []}
-        for i, (sample, row) in enumerate(zip(computed.samples, computed.rows)):
-            status = row["status"]
-            if i not in computed.pixels or not (status == "accepted" or (status == "rejected" and self.recipe.output.keep_rejected)):
+        keep_rejected = self.recipe.output.keep_rejected
+        tars: dict[str, list[Member]] = {"accepted": [], "rejected": []}
+        for i, (sample, row) in enumerate(zip(computed.samples, rows)):
+            if i not in pixels or not (row["status"] == "accepted" or (row["status"] == "rejected" and keep_rejected)):
                 continue
-            data, width, height = images.encode(computed.pixels[i], spec.format, spec.size, spec.quality)
+            data, width, height = images.encode(pixels[i], spec.format, spec.size, spec.quality)
             row.update(width=width, height=height, image_sha256=hashlib.sha256(data).hexdigest())
-            tar = tars["shard" if status == "accepted" else "rejected"]
-            tar.append(Member(f"{sample.key}.{ext}", data))
-            tar.append(Member(f"{sample.key}.json", _label(sample, row)))
+            tars[row["status"]].append(Member(f"{sample.key}.{ext}", data))
+            tars[row["status"]].append(Member(f"{sample.key}.json", _label(sample, row)))
         info = {"fingerprint": self.fingerprint, "split": computed.shard.split,
-                "accepted": sum(r["status"] == "accepted" for r in computed.rows)}
-        return store.commit(computed.shard.name, tars["shard"],
-                            tars["rejected"] if self.recipe.output.keep_rejected else None, computed.rows, info)
+                "accepted": sum(r["status"] == "accepted" for r in rows)}
+        return store.commit(computed.shard.name, tars["accepted"], tars["rejected"] if keep_rejected else None,
+                            rows, info)
 
     def _row(self, sample: Sample, shard: Shard) -> dict:
         t = sample.target

@@ -72,6 +72,9 @@ class OnnxModel:
         options.log_severity_level = 3  # errors only: no warnings about unused initializers etc.
         # Same reduction order every run, so a rebuilt shard gets bit-identical scores.
         options.use_deterministic_compute = True
+        # onnxruntime's pool threads spin after each run by default, burning the cores the
+        # generator needs between calls; synthfer calls it in bursts, so let them sleep.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(bytes(model_bytes), sess_options=options,
                                                 providers=_providers(device))

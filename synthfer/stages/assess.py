@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from synthfer import metrics
 from synthfer.recipe import Preprocess, QualitySpec, VASpec
 
+ASSESS_MIN_BATCH = 64  # images per preprocessing + onnxruntime call, at least
+
 
 def preprocess(pixels: torch.Tensor, spec: Preprocess) -> np.ndarray:
     """uint8 [N, H, W, 3] RGB -> float32 [N, 3, size, size] as the model expects."""
@@ -25,19 +27,21 @@ def preprocess(pixels: torch.Tensor, spec: Preprocess) -> np.ndarray:
     x0, x1 = round(left * w), max(round(right * w), round(left * w) + 1)
     y0, y1 = round(top * h), max(round(bottom * h), round(top * h) + 1)
     x = pixels[:, y0:y1, x0:x1, :].permute(0, 3, 1, 2).float()
-    if x.shape[2:] != (spec.size, spec.size):
-        if spec.resample == "nearest":
-            x = F.interpolate(x, size=(spec.size, spec.size), mode="nearest")
-        elif spec.resample == "area":
-            x = F.interpolate(x, size=(spec.size, spec.size), mode="area")
-        else:  # antialias only matters when shrinking; it is a no-op when enlarging
-            x = F.interpolate(x, size=(spec.size, spec.size), mode=spec.resample, align_corners=False, antialias=True)
     if spec.channels == "bgr":
         x = x.flip(1)
-    mean = torch.tensor(spec.mean, device=x.device).view(1, 3, 1, 1)
+    # Normalise before resizing: every resample mode here is a per-channel weighted average with
+    # weights summing to 1, so the affine normalisation commutes with it, and the crop is usually
+    # much smaller than the model input (a 1024 frame's crop excepted), so this is the cheap order.
     std = torch.tensor(spec.std, device=x.device).view(1, 3, 1, 1)
-    x = (x * spec.scale - mean) / std
-    return x.contiguous().cpu().numpy().astype(np.float32, copy=False)
+    mean = torch.tensor(spec.mean, device=x.device).view(1, 3, 1, 1)
+    x = x * (spec.scale / std) - mean / std
+    if x.shape[2:] != (spec.size, spec.size):
+        if spec.resample in ("nearest", "area"):
+            x = F.interpolate(x, size=(spec.size, spec.size), mode=spec.resample)
+        else:  # antialias only matters when shrinking; it is a no-op when enlarging
+            x = F.interpolate(x, size=(spec.size, spec.size), mode=spec.resample, align_corners=False, antialias=True)
+    assert x.shape[1:] == (3, spec.size, spec.size), x.shape
+    return x.contiguous().cpu().numpy()
 
 
 @dataclass
@@ -65,6 +69,9 @@ class Assessor:
         return self.quality_model is not None and self.quality.output == "embedding"
 
     def measure(self, pixels: torch.Tensor, batch_size: int) -> Measurements:
+        # The assessment models are small next to the generator: larger chunks than the
+        # generator's batch cut per-call overhead. Fixed per batch_size, so results stay deterministic.
+        batch_size = max(batch_size, ASSESS_MIN_BATCH)
         n = pixels.shape[0]
         nan = np.full(n, np.nan)
         quality, embedding, pv, pa = nan.copy(), None, nan.copy(), nan.copy()
