@@ -34,6 +34,8 @@ def _error_lines(result):
     ("- a\n- b\n", "recipe.yaml:1: a recipe must be a mapping of fields, got a list"),
     ("output:\n  splits: {train: 0.5, val: 0.1, test: 0.1}\n",
      "recipe.yaml:2: output.splits: train + val + test must be 1, got 0.7"),
+    ("identities: {count: 3}\nseed: 1\nidentities: {count: 4}\n",
+     "recipe.yaml:3: identities: duplicate key (YAML keeps only the last one)"),
     ("execution:\n  device: gpu\n",
      "recipe.yaml:2: execution.device: must be auto, cpu, cuda, cuda:N or mps, got 'gpu'"),
     ("output:\n  image: {format: bmp}\n",

@@ -1,0 +1,256 @@
+"""Recipe loading: the only YAML reader. Line numbers, --set overrides, one-line problems.
+
+Every problem becomes one line `FILE:LINE: field.path: message`, collected into a RecipeError
+(exit 2) so the user sees all of them at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from synthfer.errors import RecipeError, UsageError
+from synthfer.recipe.schema import FORMAT_VERSION, Recipe
+
+class LoadedRecipe:
+    """A validated recipe plus where it came from: file, folder for relative paths, overrides."""
+
+    def __init__(self, recipe: Recipe, path: Path, overrides: list[str]):
+        self.recipe = recipe
+        self.path = path
+        self.overrides = overrides
+
+    def resolve(self, relative: str) -> Path:
+        p = Path(relative).expanduser()
+        return p if p.is_absolute() else (self.path.parent / p).resolve()
+
+    @property
+    def output_dir(self) -> Path:
+        return self.resolve(self.recipe.output.dir)
+
+    def resolved(self) -> dict:
+        """Every default filled in, paths absolute: what run.json records."""
+        data = self.recipe.model_dump(mode="json")
+        data["output"]["dir"] = str(self.output_dir)
+        for role, _, field, value in self.model_files():
+            data["models"][role][field] = str(self.resolve(value))
+        return data
+
+    def model_files(self) -> list[tuple[str, object, str, str]]:
+        """(role, spec, field name, path as written) for every model given by a file."""
+        out = []
+        for role in ("generator", "editor", "quality", "va"):
+            spec = getattr(self.recipe.models, role)
+            for field in ("checkpoint", "path"):
+                value = getattr(spec, field, None) if spec is not None else None
+                if value:
+                    out.append((role, spec, field, value))
+        return out
+
+    def fingerprint(self, model_hashes: dict[str, str]) -> str:
+        """What determines the bytes of the shards: content, model weights, execution settings.
+
+        The output folder and model file locations are left out so a copy or a move of either
+        keeps the fingerprint; the weights count through their sha256.
+        """
+        data = self.recipe.model_dump(mode="json")
+        del data["output"]["dir"], data["execution"]["executor"]
+        for spec in data["models"].values():
+            if spec:
+                spec.pop("checkpoint", None)
+                spec.pop("path", None)
+        canonical = json.dumps({"recipe": data, "models": model_hashes, "format_version": FORMAT_VERSION},
+                               sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def load_recipe(path: str | Path, overrides: list[str] = (), output: str | None = None) -> LoadedRecipe:
+    """Read, override and validate a recipe; raise RecipeError listing every problem."""
+    path = Path(path)
+    label = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError([f"{label}: file not found"]) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise RecipeError([f"{label}: cannot read: {getattr(err, 'strerror', None) or err}"]) from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{label}:{mark.line + 1}" if mark else label
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise RecipeError([f"{where}: YAML syntax error: {problem}"]) from None
+    if data is None:
+        raise RecipeError([f"{label}: the file is empty; a recipe is a mapping such as `name: demo`"])
+    if not isinstance(data, dict):
+        raise RecipeError([f"{label}:1: a recipe must be a mapping of fields, got a {_yaml_type(data)}"])
+    lines = _line_map(node)
+    duplicates = [f"{label}:{line}: {_field_path(path)}: duplicate key (YAML keeps only the last one)"
+                  for path, line in _duplicate_keys(node)]
+    if duplicates:
+        raise RecipeError(duplicates)
+
+    applied: dict[tuple, str] = {}
+    for item in overrides:
+        dotted, value = _parse_override(item)
+        _apply_override(data, dotted, value, item)
+        applied[tuple(dotted)] = f"--set {item}"
+    if output is not None:
+        data.setdefault("output", {})
+        if not isinstance(data["output"], dict):
+            data["output"] = {}
+        data["output"]["dir"] = output
+        applied[("output", "dir")] = f"--output {output}"
+
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as err:
+        raise RecipeError([_describe(e, label, lines, applied) for e in err.errors()]) from None
+
+    loaded = LoadedRecipe(recipe, path, list(overrides))
+    problems = []
+    for role, _, field, value in loaded.model_files():
+        if not loaded.resolve(value).is_file():
+            loc = ("models", role, field)
+            problems.append(f"{_where(label, lines, applied, loc)}: models.{role}.{field}: "
+                            f"file not found: {loaded.resolve(value)}")
+    if problems:
+        raise RecipeError(problems)
+    return loaded
+
+
+def _yaml_type(value: Any) -> str:
+    return {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}.get(type(value), type(value).__name__)
+
+
+def _line_map(node, path=()) -> dict[tuple, int]:
+    """Field path -> 1-based line, for every key and list element of the YAML document."""
+    lines = {path: node.start_mark.line + 1}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            child = path + (key.value,)
+            lines.update(_line_map(value, child))
+            lines[child + ("<key>",)] = key.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, value in enumerate(node.value):
+            lines.update(_line_map(value, path + (i,)))
+    return lines
+
+
+def _duplicate_keys(node, path=()) -> list[tuple[tuple, int]]:
+    out = []
+    if isinstance(node, yaml.MappingNode):
+        seen = set()
+        for key, value in node.value:
+            if key.value in seen:
+                out.append((path + (key.value,), key.start_mark.line + 1))
+            seen.add(key.value)
+            out += _duplicate_keys(value, path + (key.value,))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, value in enumerate(node.value):
+            out += _duplicate_keys(value, path + (i,))
+    return out
+
+
+def _where(label: str, lines: dict, applied: dict, loc: tuple) -> str:
+    for n in range(len(loc), 0, -1):
+        if loc[:n] in applied:
+            return applied[loc[:n]]
+    for n in range(len(loc), -1, -1):
+        if loc[:n] in lines:
+            return f"{label}:{lines[loc[:n]]}"
+    return label
+
+
+def _field_path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _describe(error: dict, label: str, lines: dict, applied: dict) -> str:
+    # Union members (str | None, Literal | list) add their type name to loc; drop it.
+    loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and ("[" in p or p in
+                ("str", "int", "float", "list", "none", "bool", "function-after", "literal"))))
+    kind, msg, value = error["type"], error["msg"], error.get("input")
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    if msg.startswith("@[") and "]@" in msg:  # _PathError: point below the validated field
+        sub, msg = msg[1:].split("]@", 1)
+        loc = loc + tuple(json.loads(sub + "]"))
+    if kind == "extra_forbidden":
+        parent = _model_at(loc[:-1])
+        allowed = ", ".join(parent.model_fields) if parent else ""
+        where = _where(label, lines, applied, loc + ("<key>",))
+        return f"{where}: {_field_path(loc)}: unknown key" + (f" (allowed: {allowed})" if allowed else "")
+    if kind == "missing":
+        return f"{_where(label, lines, applied, loc)}: {_field_path(loc)}: required field is missing"
+    if kind.endswith("_type") or kind.endswith("_parsing") or kind == "int_from_float" or kind == "model_type":
+        expected = msg.replace("Input should be ", "").split(",")[0]
+        msg = f"must be {expected}, got {_show(value)}"
+    elif kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "literal_error",
+                  "string_too_short"):
+        msg = msg.replace("Input should be", "must be").replace("String should have", "must have") + f", got {_show(value)}"
+    return f"{_where(label, lines, applied, loc)}: {_field_path(loc)}: {msg}"
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        return f"a {_yaml_type(value)}"
+    return repr(value)
+
+
+def _model_at(loc: tuple):
+    model = Recipe
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return model
+
+
+def _parse_override(item: str) -> tuple[list, Any]:
+    if "=" not in item:
+        raise UsageError(f"--set {item}: expected FIELD=VALUE, e.g. identities.count=10")
+    dotted, raw = item.split("=", 1)
+    parts = dotted.strip().split(".")
+    if not all(parts):
+        raise UsageError(f"--set {item}: bad field path {dotted!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        raise UsageError(f"--set {item}: the value is not valid YAML") from None
+    return [int(p) if p.isdigit() else p for p in parts], value
+
+
+def _apply_override(data: dict, dotted: list, value: Any, item: str) -> None:
+    node = data
+    for i, part in enumerate(dotted[:-1]):
+        nxt = dotted[i + 1]
+        if isinstance(node, dict) and isinstance(part, str):
+            if not isinstance(node.get(part), (dict, list)):
+                node[part] = {}
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            raise UsageError(f"--set {item}: no field {'.'.join(map(str, dotted[:i + 1]))}")
+        if isinstance(nxt, int) and not isinstance(node, list):
+            raise UsageError(f"--set {item}: {'.'.join(map(str, dotted[:i + 1]))} is not a list")
+    last = dotted[-1]
+    if isinstance(node, list):
+        if not (isinstance(last, int) and last < len(node)):
+            raise UsageError(f"--set {item}: index {last} is out of range")
+        node[last] = value
+    else:
+        node[last] = value
