@@ -66,21 +66,63 @@ def build(
     overrides: Optional[List[str]] = SetOpt,
     shards: Optional[str] = typer.Option(None, "--shards", metavar="RANGES",
                                          help="Build only these shards, e.g. 0-3,7; the rest can follow in a later run."),
+    mode: str = typer.Option("resume", "--mode", metavar="MODE",
+                             help="resume: continue a build of the same recipe (refuse another); overwrite: remove "
+                                  "the old output first; extend: identities.count grew, build only the new shards."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary; errors only."),
+    log_format: str = typer.Option("text", "--log-format", metavar="FORMAT",
+                                   help="text, or json: one JSON object per event on stdout (for cron and log collectors)."),
+    trust_markers: bool = typer.Option(False, "--trust-markers",
+                                       help="Check committed shards by size only, not sha256 (faster resume of huge outputs)."),
 ):
-    """Generate, edit and write the recipe's dataset: WebDataset shards + Parquet manifest.
+    """Generate, edit, assess and write the recipe's dataset: WebDataset shards + Parquet manifest.
 
-    Shards already committed in the output folder are kept, so an interrupted build resumes.
+    Shards already committed in the output folder are kept (after checking their sha256), so an
+    interrupted build resumes where it stopped. One build per output folder at a time.
     """
     def body():
         from synthfer.build import build as run_build
+        from synthfer.errors import ShardsFailedError, UsageError
         from synthfer.progress import make_reporter, summary_table
         from synthfer.recipe import load_recipe
 
+        if mode not in ("resume", "overwrite", "extend"):
+            raise UsageError(f"--mode: must be resume, overwrite or extend, got {mode!r}")
+        if log_format not in ("text", "json"):
+            raise UsageError(f"--log-format: must be text or json, got {log_format!r}")
         loaded = load_recipe(recipe, overrides or [], output)
-        result = run_build(loaded, shards=shards, reporter=make_reporter(quiet))
-        if not quiet:
-            out.print(summary_table(result))
+        reporter = make_reporter(quiet, log_format)
+        try:
+            result = run_build(loaded, shards=shards, reporter=reporter, mode=mode, trust_markers=trust_markers)
+        except ShardsFailedError as err:
+            _show_summary(err.result, reporter, quiet)
+            raise
+        _show_summary(result, reporter, quiet)
+    _guard(body)
+
+
+def _show_summary(result, reporter, quiet: bool) -> None:
+    from synthfer.progress import JsonLines, summary_table
+
+    if isinstance(reporter, JsonLines):
+        reporter.summary(result)
+    elif not quiet and result is not None:
+        out.print(summary_table(result))
+
+
+@app.command()
+def verify(out_dir: Path = typer.Argument(..., metavar="OUT_DIR", help="A build's output folder.")):
+    """Re-hash shards against their markers and the manifest; exit 1 listing any problem."""
+    def body():
+        from synthfer.io.verify import verify as run_verify
+
+        problems, counts = run_verify(out_dir)
+        for line in problems:
+            sys.stderr.write(f"Problem: {line}\n")
+        status = "FAILED" if problems else "OK"
+        out.print(f"{status}: {out_dir}: {counts['valid_shards']}/{counts['shards']} shards valid, "
+                  f"{counts['manifest_rows']} manifest rows, {len(problems)} problems")
+        return 1 if problems else 0
     _guard(body)
 
 
@@ -126,6 +168,63 @@ def emotions():
     for e in circumplex.emotions():
         table.add_row(e.name, f"{e.angle_deg:.1f}", str(e.paper_deg), f"{e.valence:+.3f}", f"{e.arousal:+.3f}")
     out.print(table)
+
+
+models_app = typer.Typer(help="Inspect, convert and check model weight files.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("info")
+def models_info(file: Path = typer.Argument(..., metavar="FILE", help="A generator or editor weights file.")):
+    """Show a weights file's format, architecture, resolution, parameters and sha256 (loads it safely)."""
+    def body():
+        from synthfer.models.checkpoints import inspect
+
+        info = inspect(file)
+        table = Table(title=str(file), show_header=False)
+        table.add_column("field")
+        table.add_column("value")
+        for key, value in info.items():
+            table.add_row(key, f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value))
+        out.print(table)
+    _guard(body)
+
+
+@models_app.command("convert")
+def models_convert(
+    src: Path = typer.Argument(..., metavar="IN", help="Weights in any supported format (.pkl, .pt, .safetensors)."),
+    dst: Path = typer.Argument(..., metavar="OUT", help="Where to write the .safetensors file."),
+):
+    """Convert weights once to safetensors (config in the metadata), so later builds never unpickle."""
+    def body():
+        from synthfer.errors import UsageError
+        from synthfer.models.checkpoints import convert
+
+        if dst.suffix != ".safetensors":
+            raise UsageError(f"{dst}: the output name must end in .safetensors")
+        info = convert(src, dst)
+        out.print(f"wrote {dst}: {info.get('architecture', 'model')}, {info.get('parameters', 0):,} parameters, "
+                  f"sha256 {info.get('sha256', '?')}")
+    _guard(body)
+
+
+@models_app.command("check")
+def models_check(recipe: Path = RecipeArg, overrides: Optional[List[str]] = SetOpt):
+    """Load every model of a recipe, check they fit together, and show their licence notes."""
+    def body():
+        from synthfer.models.load import check_fit, licence_notes, load_models
+        from synthfer.recipe import load_recipe
+
+        loaded = load_recipe(recipe, overrides or [])
+        models = load_models(loaded)
+        for line in check_fit(loaded, models):
+            out.print(line)
+        for role, ident in models.identities.items():
+            out.print(f"{role}: {ident}")
+        for note in licence_notes(loaded):
+            flag = {True: "ok for commercial use", False: "NON-COMMERCIAL", None: "check the terms"}[note["commercial"]]
+            out.print(f"licence {note['role']} ({note['kind']}): [{flag}] {note['note']}", markup=False)
+    _guard(body)
 
 
 def _human(n: float) -> str:

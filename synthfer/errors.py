@@ -1,7 +1,8 @@
 """Typed errors. The library raises these; the CLI prints `Error: <message>` and exits with `exit_code`.
 
 Exit codes (documented in README): 0 ok, 1 build failed, 2 bad usage / recipe / model file
-(nothing written), 3 some shards failed after retries, 75 output locked by another build.
+(nothing written), 3 some shards failed after retries, 75 output locked by another build,
+130 / 143 interrupted by SIGINT / SIGTERM.
 """
 
 from __future__ import annotations
@@ -51,3 +52,28 @@ class OutputError(SynthferError):
     """Output directory problems (not writable, not a synthfer output, disk full)."""
 
     exit_code = 1
+
+
+class LockedError(SynthferError):
+    """Another build holds the output folder's lock."""
+
+    exit_code = 75
+
+
+class ShardsFailedError(SynthferError):
+    """The build finished, but some shards failed after their retries. `result` holds the
+    build's summary (the manifest covers the committed shards)."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, result=None):
+        super().__init__(message)
+        self.result = result
+
+
+class InterruptedBuild(SynthferError):
+    """SIGINT/SIGTERM: the current shard was abandoned; committed shards stay valid."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 
@@ -12,15 +13,27 @@ from rich.table import Table
 from synthfer.plan import SPLITS, Plan
 
 
-class _Bar:
+class Quiet:
+    """Says nothing. The base of the other reporters: every event is a no-op here."""
+
+    def started(self, shards, samples, already_done): pass
+    def note(self, message): pass
+    def committed(self, shard, marker): pass
+    def retried(self, shard, attempt, error): pass
+    def failed(self, shard, error): pass
+    def finished(self): pass
+
+
+class _Bar(Quiet):
     """rich progress over samples, with shard count and images/s."""
 
     def __init__(self):
+        self.console = Console(stderr=True)
         self.progress = Progress(
             TextColumn("[bold]building"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"),
             TextColumn("{task.fields[shards]}"), TextColumn("{task.fields[rate]}"),
             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            console=Console(stderr=True), transient=False)
+            console=self.console, transient=False)
 
     def started(self, shards, samples, already_done):
         self.total_shards, self.done_shards = shards, already_done
@@ -34,43 +47,87 @@ class _Bar:
     def _shards(self):
         return f"shards {self.done_shards}/{self.total_shards}"
 
+    def note(self, message):
+        self.console.print(f"synthfer: {message}", markup=False, highlight=False)
+
     def committed(self, shard, marker):
         self.done_shards += 1
         self.new_samples += marker["rows"]
         rate = self.new_samples / max(time.perf_counter() - self.t0, 1e-9)
         self.progress.update(self.task, advance=marker["rows"], shards=self._shards(), rate=f"{rate:.1f} img/s")
 
+    def retried(self, shard, attempt, error):
+        self.note(f"{shard.name} failed (attempt {attempt}): {error}; retrying")
+
+    def failed(self, shard, error):
+        self.note(f"{shard.name} FAILED after retries: {error}")
+
     def finished(self):
         self.progress.stop()
 
 
-class _Lines:
-    """One line per committed shard, for logs and cron mail."""
+class _Lines(Quiet):
+    """One line per event on stderr, for logs and cron mail."""
+
+    def _say(self, text):
+        print(f"synthfer: {text}", file=sys.stderr, flush=True)
 
     def started(self, shards, samples, already_done):
         self.total, self.done, self.t0 = shards, already_done, time.perf_counter()
         self.samples = 0
-        print(f"synthfer: building {shards - already_done} of {shards} shards ({samples} samples planned in them)",
-              file=sys.stderr, flush=True)
+        self._say(f"building {shards - already_done} of {shards} shards ({samples} samples planned in them)")
+
+    def note(self, message):
+        self._say(message)
 
     def committed(self, shard, marker):
         self.done += 1
         self.samples += marker["rows"]
         rate = self.samples / max(time.perf_counter() - self.t0, 1e-9)
-        print(f"synthfer: committed {shard.name} ({shard.split}, {marker['rows']} samples) "
-              f"[{self.done}/{self.total}] {rate:.1f} img/s", file=sys.stderr, flush=True)
+        self._say(f"committed {shard.name} ({shard.split}, {marker['rows']} samples) "
+                  f"[{self.done}/{self.total}] {rate:.1f} img/s")
 
-    def finished(self):
-        pass
+    def retried(self, shard, attempt, error):
+        self._say(f"{shard.name} failed (attempt {attempt}): {error}; retrying")
 
-
-class Quiet:
-    def started(self, shards, samples, already_done): pass
-    def committed(self, shard, marker): pass
-    def finished(self): pass
+    def failed(self, shard, error):
+        self._say(f"{shard.name} FAILED after retries: {error}")
 
 
-def make_reporter(quiet: bool):
+class JsonLines(Quiet):
+    """--log-format json: one JSON object per event on stdout, for log collectors."""
+
+    def _emit(self, event, **fields):
+        fields = {"event": event, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **fields}
+        print(json.dumps(fields, sort_keys=True), flush=True)
+
+    def started(self, shards, samples, already_done):
+        self._emit("started", shards=shards, samples=samples, already_committed=already_done)
+
+    def note(self, message):
+        self._emit("note", message=message)
+
+    def committed(self, shard, marker):
+        self._emit("shard_committed", shard=shard.name, split=shard.split, rows=marker["rows"],
+                   accepted=marker.get("accepted"))
+
+    def retried(self, shard, attempt, error):
+        self._emit("shard_retried", shard=shard.name, attempt=attempt, error=error)
+
+    def failed(self, shard, error):
+        self._emit("shard_failed", shard=shard.name, error=error)
+
+    def summary(self, result):
+        self._emit("summary", out_dir=str(result.out_dir), planned_samples=result.planned_samples,
+                   committed_shards=result.committed_shards, planned_shards=result.planned_shards,
+                   built_shards=result.built_shards, rows=result.rows, complete=result.complete,
+                   failed=result.failed, by_status=result.by_status, by_reason=result.by_reason,
+                   wall_s=round(result.wall_s, 3), images_per_s=round(result.images_per_s, 2))
+
+
+def make_reporter(quiet: bool, log_format: str = "text"):
+    if log_format == "json":
+        return JsonLines()
     if quiet:
         return Quiet()
     return _Bar() if sys.stderr.isatty() else _Lines()

@@ -49,6 +49,13 @@ class Worker:
     @torch.inference_mode()
     def compute(self, shard: Shard) -> ComputedShard:
         """Generate every sample of a shard that needs an image; skipped samples cost nothing."""
+        dtype = self.recipe.execution.dtype
+        if dtype == "float32":  # the default path: no autocast context at all, so CPU results never move
+            return self._compute(shard)
+        with torch.autocast("cuda", dtype=getattr(torch, dtype)):
+            return self._compute(shard)
+
+    def _compute(self, shard: Shard) -> ComputedShard:
         g, e, device = self.models.generator, self.models.editor, self.models.device
         bs = self.recipe.execution.batch_size
         samples = self.plan.samples(shard)
@@ -68,7 +75,7 @@ class Worker:
             e, ws_id[torch.tensor([row_of[i] for i in idents], dtype=torch.long, device=device)],
             torch.tensor([[t.valence, t.arousal] if t else [0.0, 0.0] for t in targets], dtype=torch.float32, device=device),
             torch.tensor([t is None or t.is_neutral for t in targets], dtype=torch.bool, device=device), bs)
-        img = edit.render(g, ws, bs) if idents else torch.zeros(0, 3, g.resolution, g.resolution, device=device)
+        img = edit.render(g, ws, bs).float() if idents else torch.zeros(0, 3, g.resolution, g.resolution, device=device)
         finite = torch.isfinite(img).flatten(1).all(1).cpu().numpy()
         return ComputedShard(shard, samples, early, todo, idents, to_uint8(torch.nan_to_num(img)), finite)
 

@@ -39,10 +39,10 @@ def test_outputs_present(demo_like):
     out, result = demo_like
     assert result.complete and result.rows == result.planned_samples == 50
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["manifest.parquet", "parts", "run.json", "shards"]
+    assert names == [".lock", "fingerprint.json", "manifest.parquet", "parts", "run.json", "shards"]
     assert len(list((out / "shards").glob("*.tar"))) == 5
     assert len(list((out / "parts").glob("*.done.json"))) == 5
-    assert not [p for p in out.rglob(".*")]  # no temporaries left
+    assert not [p for p in out.rglob("*.tmp-*")]  # no temporaries left
 
 
 def test_manifest_rows_and_members_agree(demo_like):
@@ -131,7 +131,9 @@ def test_a_different_recipe_does_not_mix_into_an_output(cli, write_recipe, tmp_p
     recipe = write_recipe(SMALL)
     assert cli("build", recipe, "--quiet").exit_code == 0
     result = cli("build", recipe, "--set", "seed=8", "--quiet")
-    assert result.exit_code == 2 and "holds shards of a different recipe" in result.stderr
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"Error: {tmp_path / 'out'}: was built from a different recipe or weights "
+                                    f"(recipe.seed: 7 -> 8); use --mode overwrite or another --output")
 
 
 def test_output_into_a_foreign_folder_is_refused(cli, write_recipe, tmp_path):

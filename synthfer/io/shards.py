@@ -105,16 +105,49 @@ class ShardStore:
         """The marker of a committed shard whose files are present with the recorded sizes, else None."""
         try:
             marker = json.loads(self.marker_path(name).read_text())
-            for rel, digest in marker["files"].items():
-                if (self.root / rel).stat().st_size != digest["size"]:
-                    return None
-            return marker
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        except (OSError, ValueError):
             return None
+        return marker if self.problem(name, marker, hashes=False) is None else None
+
+    def problem(self, name: str, marker: dict, hashes: bool) -> str | None:
+        """What is wrong with a committed shard's files (size, or sha256 when `hashes`), else None."""
+        try:
+            for rel, digest in marker["files"].items():
+                path = self.root / rel
+                if not path.is_file():
+                    return f"{rel} is missing"
+                if path.stat().st_size != digest["size"]:
+                    return f"{rel} has {path.stat().st_size} bytes, its marker says {digest['size']}"
+                if hashes and _digest(path)["sha256"] != digest["sha256"]:
+                    return f"{rel} does not match its sha256"
+        except (KeyError, TypeError, AttributeError):
+            return "its marker is malformed"
+        return None
+
+    def marker_names(self) -> list[str]:
+        if not self.part_dir.is_dir():
+            return []
+        return sorted(p.name[: -len(".done.json")] for p in self.part_dir.glob("shard-*.done.json"))
 
     def committed(self) -> dict[str, dict]:
-        """Name -> marker of every committed shard on disk."""
-        if not self.part_dir.is_dir():
-            return {}
-        names = sorted(p.name[: -len(".done.json")] for p in self.part_dir.glob("shard-*.done.json"))
-        return {n: m for n in names if (m := self.marker(n)) is not None}
+        """Name -> marker of every committed shard on disk (files present with recorded sizes)."""
+        return {n: m for n in self.marker_names() if (m := self.marker(n)) is not None}
+
+    def retract(self, name: str) -> None:
+        """Make a shard invisible (marker first), then delete its files."""
+        self.marker_path(name).unlink(missing_ok=True)
+        atomic.fsync_dir(self.part_dir)
+        for path in (self.tar_path(name), self.rejected_path(name), self.part_path(name)):
+            path.unlink(missing_ok=True)
+
+    def clear(self) -> None:
+        """Remove every dataset file of this output (shards invisible first), keeping the folder."""
+        for name in self.marker_names():
+            self.retract(name)
+        for folder in (self.shard_dir, self.part_dir):
+            if folder.is_dir():
+                for path in folder.iterdir():
+                    if path.is_file() and (path.suffix in (".tar", ".parquet", ".json") or atomic.TMP_TAG in path.name):
+                        path.unlink()
+        for name in ("manifest.parquet", "run.json", "fingerprint.json"):
+            (self.root / name).unlink(missing_ok=True)

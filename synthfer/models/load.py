@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import torch
@@ -67,6 +69,10 @@ def _load_onnx(loaded: LoadedRecipe, role: str, device: torch.device) -> OnnxMod
 def load_models(loaded: LoadedRecipe) -> LoadedModels:
     models = loaded.recipe.models
     device = resolve_device(loaded.recipe.execution.device)
+    dtype = loaded.recipe.execution.dtype
+    if dtype != "float32" and device.type != "cuda":
+        raise ModelFileError(f"execution.dtype: {dtype} runs under CUDA autocast only; this build runs on "
+                             f"{device.type} (use float32)")
     if models.generator.kind == "builtin":
         generator = builtin.builtin_generator(seed=models.generator.seed)
     else:
@@ -80,5 +86,42 @@ def load_models(loaded: LoadedRecipe) -> LoadedModels:
                              f"{generator.n_latent} of {generator.w_dim}")
     generator.eval().requires_grad_(False).to(device)
     editor.eval().requires_grad_(False).to(device)
+    if device.type == "cuda":
+        generator.to(memory_format=torch.channels_last)  # faster cuDNN convolutions; same values
     return LoadedModels(generator, editor, device, model_identities(loaded),
                         _load_onnx(loaded, "quality", device), _load_onnx(loaded, "va", device))
+
+
+def licence_notes(loaded: LoadedRecipe) -> list[dict]:
+    """One note per model of the recipe, from data/licences.json."""
+    table = json.loads(resources.files("synthfer").joinpath("data/licences.json").read_text("utf-8"))
+    notes = []
+    for role in ("generator", "editor", "quality", "va"):
+        spec = getattr(loaded.recipe.models, role)
+        if spec is not None:
+            entry = table[f"{role}/{spec.kind}"]
+            notes.append({"role": role, "kind": spec.kind, **entry})
+    return notes
+
+
+def check_fit(loaded: LoadedRecipe, models: LoadedModels) -> list[str]:
+    """What a user should know about how the models fit the recipe (problems raise instead)."""
+    res = models.generator.resolution
+    lines = [f"generator: {res}x{res}, {models.generator.n_latent} w rows of {models.generator.w_dim}; "
+             f"editor: {models.editor.n_latent} layers of {models.editor.w_dim}: they fit"]
+    for role in ("quality", "va"):
+        spec = getattr(loaded.recipe.models, role)
+        if spec is None:
+            continue
+        left, top, right, bottom = spec.preprocess.crop
+        w, h = round((right - left) * res), round((bottom - top) * res)
+        if min(w, h) < 8:
+            raise ModelFileError(f"models.{role}.preprocess.crop: leaves {w}x{h} px of a {res} px frame; "
+                                 f"widen the crop box")
+        how = "downscaled" if min(w, h) > spec.preprocess.size else "upscaled" if min(w, h) < spec.preprocess.size else "as is"
+        lines.append(f"{role}: crop {w}x{h} px of the {res} px frame, {how} to {spec.preprocess.size} "
+                     f"({spec.preprocess.resample}, {spec.preprocess.channels})")
+    size = loaded.recipe.output.image.size
+    if size > res:
+        lines.append(f"output.image.size {size} is larger than the generator's {res} px: images are upscaled")
+    return lines

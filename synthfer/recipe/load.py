@@ -52,21 +52,47 @@ class LoadedRecipe:
                     out.append((role, spec, field, value))
         return out
 
-    def fingerprint(self, model_hashes: dict[str, str]) -> str:
-        """What determines the bytes of the shards: content, model weights, execution settings.
+    def fingerprint_inputs(self, model_hashes: dict[str, str]) -> dict:
+        """What determines the bytes of the output: content, model weights, execution settings.
 
         The output folder and model file locations are left out so a copy or a move of either
         keeps the fingerprint; the weights count through their sha256.
         """
         data = self.recipe.model_dump(mode="json")
-        del data["output"]["dir"], data["execution"]["executor"]
+        del data["output"]["dir"], data["execution"]["executor"], data["execution"]["retries"]
         for spec in data["models"].values():
             if spec:
                 spec.pop("checkpoint", None)
                 spec.pop("path", None)
-        canonical = json.dumps({"recipe": data, "models": model_hashes, "format_version": FORMAT_VERSION},
-                               sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        return {"recipe": data, "models": model_hashes, "format_version": FORMAT_VERSION}
+
+    def fingerprint(self, model_hashes: dict[str, str]) -> str:
+        """The whole build's fingerprint (run.json, fingerprint.json)."""
+        return _digest(self.fingerprint_inputs(model_hashes))
+
+    def shard_fingerprint(self, model_hashes: dict[str, str]) -> str:
+        """How each sample is made, without how many identities there are: stored in markers and
+        manifest rows, so growing identities.count (--mode extend) leaves old shards byte-identical."""
+        inputs = self.fingerprint_inputs(model_hashes)
+        del inputs["recipe"]["identities"]["count"]
+        return _digest(inputs)
+
+
+def _digest(inputs: dict) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def diff_inputs(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Key-by-key differences between two fingerprint inputs, e.g. `recipe.seed: 1 -> 2`."""
+    lines = []
+    for key in sorted(set(old) | set(new), key=str):
+        path = f"{prefix}.{key}" if prefix else str(key)
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            lines += diff_inputs(a, b, path)
+        elif a != b:
+            lines.append(f"{path}: {json.dumps(a)} -> {json.dumps(b)}")
+    return lines
 
 
 def load_recipe(path: str | Path, overrides: list[str] = (), output: str | None = None) -> LoadedRecipe:

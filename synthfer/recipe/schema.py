@@ -253,9 +253,10 @@ class Output(_Strict):
 
 class Execution(_Strict):
     device: str = "auto"                             # auto | cpu | cuda | cuda:N
-    dtype: Literal["float32"] = "float32"
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # float16/bfloat16: autocast, CUDA only
     batch_size: int = Field(16, gt=0, le=4096)       # images per forward pass
     executor: Literal["local"] = "local"
+    retries: int = Field(2, ge=0, le=100)            # extra attempts for a shard that raises
 
     @field_validator("device")
     @classmethod

@@ -1,0 +1,83 @@
+"""Counts for the end-of-run table and run.json, computed from the merged manifest."""
+
+from __future__ import annotations
+
+import platform
+import time
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+import synthfer
+from synthfer import circumplex
+from synthfer.io import atomic
+from synthfer.recipe import FORMAT_VERSION, LoadedRecipe
+
+
+def counts(table, recipe) -> dict:
+    """by_status, by_split, by_target ({status: n}), by_reason, by_band of a manifest table."""
+    return {
+        "by_status": _counts(table, "status"), "by_split": _counts(table, "split"),
+        "by_target": _acceptance(table, table["target"].to_pylist()),
+        "by_reason": _counts(pa.Table.from_arrays([pc.list_flatten(table["reject_reasons"])], names=["r"]), "r"),
+        "by_band": _band_acceptance(table, recipe),
+    }
+
+
+def _counts(table, column: str) -> dict:
+    if table.num_rows == 0:
+        return {}
+    vc = pc.value_counts(table[column])
+    return {str(v["values"]): int(v["counts"]) for v in vc.to_pylist()}
+
+
+def _acceptance(table, groups: list) -> dict:
+    out: dict = {}
+    for group, status in zip(groups, table["status"].to_pylist()):
+        counts = out.setdefault(group, {"accepted": 0, "rejected": 0, "skipped": 0})
+        counts[status] += 1
+    return out
+
+
+def _band_acceptance(table, recipe) -> dict:
+    angles = table["target_angle_deg"].to_pylist()
+    out = {}
+    for band in recipe.filters.failure_bands:
+        inside = [a is not None and circumplex.in_band(a, band.from_deg, band.to_deg) for a in angles]
+        counts = _acceptance(table.filter(pa.array(inside, type=pa.bool_())), [0] * sum(inside)) if any(inside) else {}
+        out[f"{band.label} {band.action}"] = counts.get(0, {"accepted": 0, "rejected": 0, "skipped": 0})
+    return out
+
+
+def write_run_json(loaded: LoadedRecipe, fingerprint: str, models, result) -> None:
+    info = {
+        "format_version": FORMAT_VERSION,
+        "synthfer_version": synthfer.__version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "recipe_file": str(loaded.path.resolve()),
+        "overrides": loaded.overrides,
+        "recipe": loaded.resolved(),
+        "fingerprint": fingerprint,
+        "models": {
+            "generator": {"sha256_or_id": models.identities["generator"], "resolution": models.generator.resolution,
+                          "n_latent": models.generator.n_latent, "w_dim": models.generator.w_dim,
+                          "parameters": sum(p.numel() for p in models.generator.parameters())},
+            "editor": {"sha256_or_id": models.identities["editor"],
+                       "parameters": sum(p.numel() for p in models.editor.parameters())},
+            **{role: {"sha256": models.identities[role], "file": str(m.label)}
+               for role, m in (("quality", models.quality), ("va", models.va)) if m is not None},
+        },
+        "device": str(models.device),
+        "counts": {
+            "planned_samples": result.planned_samples, "planned_shards": result.planned_shards,
+            "committed_shards": result.committed_shards, "built_shards_this_run": result.built_shards,
+            "manifest_rows": result.rows, "complete": result.complete,
+            "by_status": result.by_status, "by_split": result.by_split, "by_target": result.by_target,
+            "by_reason": result.by_reason, "by_band": result.by_band,
+        },
+        "timings": {"wall_s": round(result.wall_s, 3), "images_per_s": round(result.images_per_s, 2)},
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    atomic.write_json(loaded.output_dir / "run.json", info)
