@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from synthfer.errors import InterruptedBuild
 from synthfer.io.shards import ShardStore
 from synthfer.plan import Shard
 from synthfer.worker import Worker
@@ -21,7 +22,9 @@ FATAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.ERO
 
 
 def is_fatal(err: BaseException) -> bool:
-    return isinstance(err, OSError) and err.errno in FATAL_ERRNOS
+    """Errors that end the build instead of a retry: a full disk, permissions, an interrupt."""
+    return (isinstance(err, (InterruptedBuild, KeyboardInterrupt)) or not isinstance(err, Exception)
+            or (isinstance(err, OSError) and err.errno in FATAL_ERRNOS))
 
 
 def run(worker: Worker, shards: list[Shard], store: ShardStore, reporter, retries: int) -> dict[str, str]:
@@ -31,7 +34,7 @@ def run(worker: Worker, shards: list[Shard], store: ShardStore, reporter, retrie
     def attempt_again(shard: Shard, err: BaseException, attempts: int) -> None:
         # Synchronous retries after the first failure: simple, and failures are rare.
         while True:
-            if is_fatal(err) or not isinstance(err, Exception):
+            if is_fatal(err):
                 raise err
             if attempts > retries:
                 failed[shard.name] = _one_line(err)
