@@ -24,7 +24,7 @@ from synthfer.io import atomic
 from synthfer.io.lock import OutputLock
 from synthfer.io.manifest import merge_parts, read_manifest
 from synthfer.io.shards import ShardStore
-from synthfer.models.load import load_models, model_identities
+from synthfer.models.load import load_models
 from synthfer.plan import Plan, Shard
 from synthfer.progress import Quiet
 from synthfer.recipe import LoadedRecipe, diff_inputs
@@ -77,9 +77,9 @@ def build(loaded: LoadedRecipe, shards: str | None = None, reporter: Reporter | 
         raise UsageError(f"--shards: {err}") from None
     out = loaded.output_dir
     _check_output_dir(out)
-    hashes = model_identities(loaded)
-    inputs, fingerprint = loaded.fingerprint_inputs(hashes), loaded.fingerprint(hashes)
     models = load_models(loaded)  # before anything is written: a bad model file leaves no trace
+    hashes = models.identities
+    inputs, fingerprint = loaded.fingerprint_inputs(hashes), loaded.fingerprint(hashes)
     worker = Worker(recipe, plan, models, loaded.shard_fingerprint(hashes))
 
     try:

@@ -183,7 +183,7 @@ def models_info(file: Path = typer.Argument(..., metavar="FILE", help="A generat
         info = inspect(file)
         table = Table(title=str(file), show_header=False)
         table.add_column("field")
-        table.add_column("value")
+        table.add_column("value", overflow="fold")
         for key, value in info.items():
             table.add_row(key, f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value))
         out.print(table)

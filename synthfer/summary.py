@@ -51,6 +51,7 @@ def _band_acceptance(table, recipe) -> dict:
 
 
 def write_run_json(loaded: LoadedRecipe, fingerprint: str, models, result) -> None:
+    recipe_models = loaded.resolved()["models"]
     info = {
         "format_version": FORMAT_VERSION,
         "synthfer_version": synthfer.__version__,
@@ -61,12 +62,15 @@ def write_run_json(loaded: LoadedRecipe, fingerprint: str, models, result) -> No
         "recipe": loaded.resolved(),
         "fingerprint": fingerprint,
         "models": {
-            "generator": {"sha256_or_id": models.identities["generator"], "resolution": models.generator.resolution,
+            "generator": {"file_sha256": models.files["generator"], "weights_sha256": models.identities["generator"],
+                          "file": recipe_models["generator"].get("checkpoint"),
+                          "resolution": models.generator.resolution,
                           "n_latent": models.generator.n_latent, "w_dim": models.generator.w_dim,
                           "parameters": sum(p.numel() for p in models.generator.parameters())},
-            "editor": {"sha256_or_id": models.identities["editor"],
+            "editor": {"file_sha256": models.files["editor"], "weights_sha256": models.identities["editor"],
+                       "file": recipe_models["editor"].get("checkpoint"),
                        "parameters": sum(p.numel() for p in models.editor.parameters())},
-            **{role: {"sha256": models.identities[role], "file": str(m.label)}
+            **{role: {"file_sha256": models.files[role], "file": str(m.label)}
                for role, m in (("quality", models.quality), ("va", models.va)) if m is not None},
         },
         "device": str(models.device),

@@ -43,3 +43,39 @@ def test_reduced_precision_needs_cuda(cli, write_recipe, tmp_path):
     assert result.stderr.strip() == ("Error: execution.dtype: bfloat16 runs under CUDA autocast only; "
                                      "this build runs on cpu (use float32)")
     assert not (tmp_path / "out").exists()
+
+
+def test_build_from_pickle_equals_build_from_its_converted_copy(cli, write_recipe, tmp_path):
+    import json as _json
+
+    from synthfer.models.checkpoints import read_safetensors
+    from tests import checkpoint_files
+    from tests.conftest import FIXTURES
+
+    tensors, meta = read_safetensors(FIXTURES / "stylegan2-ada-64.safetensors")
+    checkpoint_files.write_nvlabs_pickle(tmp_path / "ffhq.pkl", tensors, _json.loads(meta["init_kwargs"]))
+    converted = cli("models", "convert", tmp_path / "ffhq.pkl", tmp_path / "ffhq.safetensors")
+    assert converted.exit_code == 0, converted.output
+    info = cli("models", "info", tmp_path / "ffhq.pkl")
+    assert info.exit_code == 0 and "nvlabs-pickle" in info.stdout and "527,544" in info.stdout
+    recipe = SMALL + "models: {generator: {kind: stylegan2, checkpoint: ffhq.pkl}}\n"
+    assert cli("build", write_recipe(recipe), "-q", "--output", tmp_path / "a").exit_code == 0
+    recipe = recipe.replace("ffhq.pkl", "ffhq.safetensors")
+    assert cli("build", write_recipe(recipe), "-q", "--output", tmp_path / "b").exit_code == 0
+    for folder in ("shards", "parts"):
+        for path in sorted((tmp_path / "a" / folder).iterdir()):
+            assert path.read_bytes() == (tmp_path / "b" / folder / path.name).read_bytes(), path.name
+    run_a = _json.loads((tmp_path / "a" / "run.json").read_text())["models"]["generator"]
+    run_b = _json.loads((tmp_path / "b" / "run.json").read_text())["models"]["generator"]
+    assert run_a["weights_sha256"] == run_b["weights_sha256"] and run_a["file_sha256"] != run_b["file_sha256"]
+
+
+def test_bad_checkpoint_files_exit_2_with_one_line(cli, tmp_path):
+    (tmp_path / "empty.pkl").write_bytes(b"")
+    (tmp_path / "text.pt").write_text("not weights\n")
+    for name, message in (("empty.pkl", "empty file"), ("text.pt", "not a model checkpoint (unrecognised content)")):
+        result = cli("models", "info", tmp_path / name)
+        assert result.exit_code == 2
+        assert result.stderr == f"Error: {tmp_path / name}: {message}\n"
+    bad_name = cli("models", "convert", tmp_path / "text.pt", tmp_path / "out.pt")
+    assert bad_name.exit_code == 2 and "must end in .safetensors" in bad_name.stderr

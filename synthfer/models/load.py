@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from importlib import resources
@@ -21,9 +22,22 @@ class LoadedModels:
     generator: torch.nn.Module
     editor: torch.nn.Module
     device: torch.device
-    identities: dict[str, str]   # role -> sha256 of the weights file, or the builtin's identity
+    identities: dict[str, str]   # role -> what the fingerprint knows of the weights (see weights_identity)
+    files: dict[str, str]        # role -> sha256 of the file the weights came from (run.json)
     quality: OnnxModel | None = None
     va: OnnxModel | None = None
+
+
+def weights_identity(module: torch.nn.Module) -> str:
+    """sha256 over the weights themselves (sorted names, dtypes, shapes, bytes), not the file:
+    an NVlabs pickle and its `synthfer models convert` copy are the same model, so builds from
+    either share a fingerprint and give the same bytes, while any changed weight is noticed."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.view(torch.int16).numpy().tobytes())
+    return h.hexdigest()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -36,8 +50,8 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def model_identities(loaded: LoadedRecipe) -> dict[str, str]:
-    """What the fingerprint needs to know about the weights, without building anything."""
+def file_hashes(loaded: LoadedRecipe) -> dict[str, str]:
+    """sha256 of every model file of the recipe (builtin generator/editor: their identity)."""
     out = {}
     for role in ("generator", "editor"):
         spec = getattr(loaded.recipe.models, role)
@@ -88,7 +102,12 @@ def load_models(loaded: LoadedRecipe) -> LoadedModels:
     editor.eval().requires_grad_(False).to(device)
     if device.type == "cuda":
         generator.to(memory_format=torch.channels_last)  # faster cuDNN convolutions; same values
-    return LoadedModels(generator, editor, device, model_identities(loaded),
+    files = file_hashes(loaded)
+    identities = dict(files)
+    for role, module in (("generator", generator), ("editor", editor)):
+        if getattr(models, role).kind != "builtin":
+            identities[role] = weights_identity(module)
+    return LoadedModels(generator, editor, device, identities, files,
                         _load_onnx(loaded, "quality", device), _load_onnx(loaded, "va", device))
 
 
