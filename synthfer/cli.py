@@ -74,6 +74,7 @@ def build(
                                    help="text, or json: one JSON object per event on stdout (for cron and log collectors)."),
     trust_markers: bool = typer.Option(False, "--trust-markers",
                                        help="Check committed shards by size only, not sha256 (faster resume of huge outputs)."),
+    with_report: bool = typer.Option(False, "--report", help="Write OUT_DIR/report/ (synthfer report) at the end."),
 ):
     """Generate, edit, assess and write the recipe's dataset: WebDataset shards + Parquet manifest.
 
@@ -96,9 +97,21 @@ def build(
             result = run_build(loaded, shards=shards, reporter=reporter, mode=mode, trust_markers=trust_markers)
         except ShardsFailedError as err:
             _show_summary(err.result, reporter, quiet)
+            if with_report:  # the manifest of the committed shards is there: report on it
+                _write_report(err.result.out_dir, quiet)
             raise
         _show_summary(result, reporter, quiet)
+        if with_report:
+            _write_report(result.out_dir, quiet)
     _guard(body)
+
+
+def _write_report(out_dir: Path, quiet: bool) -> None:
+    from synthfer.report import write_report
+
+    folder = write_report(out_dir)
+    if not quiet:
+        out.print(f"report: {folder / 'report.html'}")
 
 
 def _show_summary(result, reporter, quiet: bool) -> None:
@@ -108,6 +121,22 @@ def _show_summary(result, reporter, quiet: bool) -> None:
         reporter.summary(result)
     elif not quiet and result is not None:
         out.print(summary_table(result))
+
+
+@app.command()
+def report(
+    out_dir: Path = typer.Argument(..., metavar="OUT_DIR", help="A build's output folder."),
+    compare: Optional[Path] = typer.Option(None, "--compare", metavar="OTHER_OUT_DIR",
+                                           help="Set another output's tables beside these, with differences."),
+    no_sheets: bool = typer.Option(False, "--no-sheets", help="Skip contact sheets (no images read)."),
+):
+    """Write OUT_DIR/report/: the paper's protocol tables, plots, contact sheets and report.html."""
+    def body():
+        from synthfer.report import write_report
+
+        folder = write_report(out_dir, compare=compare, sheets=not no_sheets)
+        out.print(f"report: {folder / 'report.html'}")
+    _guard(body)
 
 
 @app.command()

@@ -1,0 +1,174 @@
+"""Read one build output into the frame every report table and plot is computed from.
+
+The scores come straight from the manifest's columns, which the assess stage filled with
+`synthfer.metrics`; the only derived quantity (signed direction error) is computed with the same
+module, so a report cell and a filter decision can never disagree. Group labels (direction,
+intensity, failure band) are worked out once per distinct target, not per row: a manifest has
+at most a few hundred targets but may have millions of rows.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from synthfer import circumplex, metrics
+from synthfer.errors import OutputError, UsageError
+from synthfer.io.manifest import read_manifest
+
+NEUTRAL, POINTS = "neutral", "points"
+STATUSES = ("accepted", "rejected", "skipped")
+# The paper's failure region (bored .. serene), shown when the recipe set no bands of its own so
+# the protocol report still answers "is the known weak region still weak?".
+PAPER_BAND = (242.0, 329.0)
+_ANGLE_TOLERANCE_DEG = 0.05
+_EMOTION_KEY = re.compile(r"^(?P<name>.+)-(?P<pct>\d{3})$")
+
+# Manifest columns the report reads; the rest (hashes, seeds, fingerprints) would only cost time.
+_COLUMNS = ["key", "shard", "identity", "split", "target", "target_angle_deg", "target_intensity",
+            "target_valence", "target_arousal", "status", "quality", "identity_similarity",
+            "pred_valence", "pred_arousal", "pred_angle_deg", "width"] + list(metrics.ERROR_COLUMNS)
+
+
+@dataclass(frozen=True)
+class BandSpec:
+    label: str          # "242-329": the range only, so a filtered build and an unfiltered one
+                        # (whose band is the paper's reference region) line up in --compare
+    from_deg: float
+    to_deg: float
+    action: str         # skip | reject | verify | reference (the paper's region, no filter set)
+
+
+@dataclass
+class Run:
+    """One build output, ready for the tables, plots and sheets."""
+    out_dir: Path
+    name: str
+    frame: pd.DataFrame                      # one row per manifest row, plus group columns
+    reason_rows: np.ndarray                  # row positions in `frame` ...
+    reason_values: np.ndarray                # ... and one reject/skip reason each (a row may repeat)
+    bands: list[BandSpec] = field(default_factory=list)
+    recipe: dict | None = None               # run.json's resolved recipe, None when run.json is missing
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def directions(self) -> list[str]:
+        """Direction groups present, in the circumplex table's order, then points, then neutral."""
+        return list(self.frame["direction"].cat.categories)
+
+
+def load_run(out_dir: str | Path) -> Run:
+    out_dir = Path(out_dir)
+    manifest = out_dir / "manifest.parquet"
+    if not out_dir.is_dir():
+        raise UsageError(f"{out_dir}: no such folder")
+    if not manifest.is_file():
+        raise UsageError(f"{out_dir}: has no manifest.parquet; is it a synthfer build output?")
+    try:
+        table = read_manifest(manifest)
+    except (OSError, pa.ArrowException) as err:
+        raise OutputError(f"{manifest}: cannot read the manifest: {str(err).splitlines()[0]}") from None
+    recipe, notes = _read_recipe(out_dir)
+    bands = _bands(recipe)
+    if recipe is not None and not recipe.get("filters", {}).get("failure_bands"):
+        notes.append(f"No failure bands in the recipe; the band tables use the paper's failure region "
+                     f"{PAPER_BAND[0]:g}-{PAPER_BAND[1]:g} deg for reference.")
+    elif recipe is None:
+        notes.append("run.json missing or unreadable: failure bands unknown, the paper's region is used.")
+
+    frame = table.select(_COLUMNS).to_pandas()
+    _add_groups(frame, bands)
+    # signed error: positive = predicted counter-clockwise of the target (bias, not MAE)
+    frame["direction_bias_deg"] = metrics.signed_difference(frame["pred_angle_deg"].to_numpy(np.float64),
+                                                            frame["target_angle_deg"].to_numpy(np.float64))
+    frame["valence_bias"] = frame["pred_valence"] - frame["target_valence"]
+    frame["arousal_bias"] = frame["pred_arousal"] - frame["target_arousal"]
+    # "measured": generated and VA-predicted. Skipped rows never had an image.
+    frame["measured"] = (frame["status"] != "skipped").to_numpy() & frame["pred_valence"].notna().to_numpy()
+
+    reasons = table["reject_reasons"]
+    rows = pc.list_parent_indices(reasons).to_numpy(zero_copy_only=False) if table.num_rows else np.empty(0, int)
+    values = pc.list_flatten(reasons).to_numpy(zero_copy_only=False) if table.num_rows else np.empty(0, object)
+    name = (recipe or {}).get("name") or out_dir.name
+    if table.num_rows and not frame["measured"].any():
+        notes.append("No sample has a VA prediction (models.va not set?): the error tables are empty.")
+    return Run(out_dir, name, frame, rows.astype(np.int64), values.astype(object), bands, recipe, notes)
+
+
+def _read_recipe(out_dir: Path) -> tuple[dict | None, list[str]]:
+    path = out_dir / "run.json"
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, []
+    except (OSError, ValueError) as err:
+        return None, [f"run.json unreadable ({err}); recipe details left out."]
+    recipe = info.get("recipe") if isinstance(info, dict) else None
+    return (recipe if isinstance(recipe, dict) else None), []
+
+
+def _bands(recipe: dict | None) -> list[BandSpec]:
+    raw = ((recipe or {}).get("filters") or {}).get("failure_bands") or []
+    out = []
+    for b in raw:
+        try:
+            lo, hi, action = float(b["from_deg"]), float(b["to_deg"]), str(b.get("action", "verify"))
+        except (KeyError, TypeError, ValueError):
+            continue  # a hand-edited run.json; the band tables simply lose that band
+        label = f"{lo:g}-{hi:g}"
+        out.append(BandSpec(label if all(o.label != label for o in out) else f"{label} {action}", lo, hi, action))
+    if not out:
+        out.append(BandSpec(f"{PAPER_BAND[0]:g}-{PAPER_BAND[1]:g}", *PAPER_BAND, "reference"))
+    return out
+
+
+def direction_of(target: str, angle: float | None) -> str:
+    """The named direction a target belongs to: its key prefix, else its angle; raw points and
+    anything unnamed are "points", the unedited identity "neutral"."""
+    if target == NEUTRAL or angle is None or not np.isfinite(angle):
+        return NEUTRAL
+    if target.startswith("va-"):
+        return POINTS
+    m = _EMOTION_KEY.match(target)
+    if m:
+        e = circumplex.find(m["name"])
+        if e is not None:
+            return e.name
+    for e in circumplex.emotions():
+        if circumplex.angular_difference(e.angle_deg, angle) <= _ANGLE_TOLERANCE_DEG:
+            return e.name
+    return POINTS
+
+
+def intensity_label(s: float) -> str:
+    return f"{s:.2f}" if np.isfinite(s) else "n/a"
+
+
+def _add_groups(frame: pd.DataFrame, bands: list[BandSpec]) -> None:
+    """direction, intensity and in_band_<i> columns, computed per distinct target and mapped."""
+    order = {e.name: i for i, e in enumerate(circumplex.emotions())}
+    angles = {e.name: e.angle_deg for e in circumplex.emotions()}
+    uniq = frame[["target", "target_angle_deg", "target_intensity"]].drop_duplicates("target")
+    direction, in_band = {}, {i: {} for i in range(len(bands))}
+    for target, angle, _ in uniq.itertuples(index=False):
+        angle = None if pd.isna(angle) else float(angle)
+        direction[target] = direction_of(target, angle)
+        for i, b in enumerate(bands):
+            # circumplex.in_band is what the decide stage uses, wrap-around through 0 included
+            in_band[i][target] = angle is not None and circumplex.in_band(angle, b.from_deg, b.to_deg)
+    present = set(direction.values())
+    cats = sorted((d for d in present if d in order), key=order.get) + [d for d in (POINTS, NEUTRAL) if d in present]
+    frame["direction"] = pd.Categorical(frame["target"].map(direction), categories=cats, ordered=True)
+    frame["direction_angle"] = frame["target"].map({t: angles.get(d, np.nan) for t, d in direction.items()})
+    labels = frame["target_intensity"].map(intensity_label)
+    levels = sorted(labels.unique(), key=lambda s: float("inf") if s == "n/a" else float(s))
+    frame["intensity"] = pd.Categorical(labels, categories=levels, ordered=True)
+    for i in range(len(bands)):
+        frame[f"in_band_{i}"] = frame["target"].map(in_band[i]).fillna(False).astype(bool)
