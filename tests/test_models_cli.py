@@ -77,5 +77,15 @@ def test_bad_checkpoint_files_exit_2_with_one_line(cli, tmp_path):
         result = cli("models", "info", tmp_path / name)
         assert result.exit_code == 2
         assert result.stderr == f"Error: {tmp_path / name}: {message}\n"
+    from tests.conftest import FIXTURES
+    whole = (FIXTURES / "stylegan2-ada-64.safetensors").read_bytes()
+    (tmp_path / "half.safetensors").write_bytes(whole[: len(whole) // 2])
+    result = cli("models", "info", tmp_path / "half.safetensors")
+    assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith(f"Error: {tmp_path / 'half.safetensors'}: truncated")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(SMALL + "models: {generator: {kind: stylegan2, checkpoint: half.safetensors}}\n")
+    result = cli("build", recipe)
+    assert result.exit_code == 2 and "truncated" in result.stderr and not (tmp_path / "out").exists()
     bad_name = cli("models", "convert", tmp_path / "text.pt", tmp_path / "out.pt")
     assert bad_name.exit_code == 2 and "must end in .safetensors" in bad_name.stderr
