@@ -19,7 +19,7 @@ from typing import Literal, Protocol
 
 from synthfer import summary
 from synthfer.errors import InterruptedBuild, OutputError, ShardsFailedError, UsageError
-from synthfer.executors import local
+from synthfer.executors import run_shards
 from synthfer.io import atomic
 from synthfer.io.lock import OutputLock
 from synthfer.io.manifest import merge_parts, read_manifest
@@ -100,7 +100,7 @@ def build(loaded: LoadedRecipe, shards: str | None = None, reporter: Reporter | 
                          len(selected) - len(pending))
         t_compute = time.perf_counter()
         try:
-            failed = local.run(worker, pending, store, reporter, recipe.execution.retries)
+            failed = run_shards(loaded, worker, pending, store, reporter)
         except OSError as err:
             raise OutputError(f"{out}: write failed: {err.strerror or err}; committed shards are intact") from None
         finally:

@@ -15,10 +15,10 @@ import torch
 
 from synthfer.io import images
 from synthfer.io.shards import Member, ShardStore
-from synthfer.models.load import LoadedModels
+from synthfer.models.load import LoadedModels, load_models
 from synthfer.models.stylegan2 import to_uint8
 from synthfer.plan import Plan, Sample, Shard
-from synthfer.recipe import Recipe
+from synthfer.recipe import LoadedRecipe, Recipe
 from synthfer import metrics
 from synthfer.stages import edit, identities
 from synthfer.stages.assess import Assessor
@@ -45,6 +45,16 @@ class Worker:
         self.recipe, self.plan, self.models, self.fingerprint = recipe, plan, models, fingerprint
         self.decider = Decider(recipe.filters)
         self.assessor = Assessor(models.quality, recipe.models.quality, models.va, recipe.models.va)
+
+    @classmethod
+    def from_recipe(cls, loaded: LoadedRecipe, device: str | None = None) -> "Worker":
+        """A worker with its own models (loaded once), as every executor's process or actor makes it."""
+        models = load_models(loaded, device)
+        return cls(loaded.recipe, Plan(loaded.recipe), models, loaded.shard_fingerprint(models.identities))
+
+    def build_shard(self, shard: Shard, store: ShardStore) -> dict:
+        """The whole per-shard function: generate, assess, decide, encode, commit. Returns the marker."""
+        return self.finish(self.compute(shard), store)
 
     @torch.inference_mode()
     def compute(self, shard: Shard) -> ComputedShard:

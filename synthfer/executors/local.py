@@ -37,12 +37,12 @@ def run(worker: Worker, shards: list[Shard], store: ShardStore, reporter, retrie
             if is_fatal(err):
                 raise err
             if attempts > retries:
-                failed[shard.name] = _one_line(err)
-                reporter.failed(shard, _one_line(err))
+                failed[shard.name] = one_line(err)
+                reporter.failed(shard, one_line(err))
                 return
-            reporter.retried(shard, attempts, _one_line(err))
+            reporter.retried(shard, attempts, one_line(err))
             try:
-                marker = worker.finish(worker.compute(shard), store)
+                marker = worker.build_shard(shard, store)
             except BaseException as again:  # noqa: BLE001 - classified by the loop
                 err, attempts = again, attempts + 1
                 continue
@@ -76,6 +76,6 @@ def run(worker: Worker, shards: list[Shard], store: ShardStore, reporter, retrie
     return failed
 
 
-def _one_line(err: BaseException) -> str:
+def one_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__

@@ -54,14 +54,18 @@ def _fill_generator(gen: Generator, g: torch.Generator, lr_mul: float) -> None:
 
 
 @torch.no_grad()
-def builtin_generator(seed: int = 0) -> Generator:
-    """Deterministic 64 px random generator (eval mode), images roughly in [-1.5, 1.5]."""
+def builtin_generator(seed: int = 0, resolution: int = BUILTIN_RESOLUTION, channel_max: int = 64) -> Generator:
+    """Deterministic random generator (eval mode), images roughly in [-1.5, 1.5].
+
+    The default is the fixture's architecture (64 px, channels 64 .. 32); larger resolutions keep
+    the same rule (channel_base = 32 * resolution, capped at channel_max) for benchmarks.
+    """
     g = torch.Generator(device="cpu").manual_seed(seed)
     lr_mul = 0.01
     with torch.random.fork_rng(devices=[]):
         gen = Generator(
-            BUILTIN_RESOLUTION, BUILTIN_DIM, BUILTIN_DIM, n_mlp=8,
-            channels=channels_for(BUILTIN_RESOLUTION, channel_base=2048, channel_max=64), lr_mul=lr_mul,
+            resolution, BUILTIN_DIM, BUILTIN_DIM, n_mlp=8,
+            channels=channels_for(resolution, channel_base=32 * resolution, channel_max=channel_max), lr_mul=lr_mul,
         )
     _fill_generator(gen, g, lr_mul)
     gen.latent_avg.copy_(gen.mean_w(4096, seed))

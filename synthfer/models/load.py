@@ -80,15 +80,18 @@ def _load_onnx(loaded: LoadedRecipe, role: str, device: torch.device) -> OnnxMod
     return OnnxModel(checkpoints.read_onnx(path), label, role, spec.preprocess.size, str(device), spec.input_name)
 
 
-def load_models(loaded: LoadedRecipe) -> LoadedModels:
+def load_models(loaded: LoadedRecipe, device: str | None = None) -> LoadedModels:
+    """The recipe's models on `device` (default: execution.devices[0], else execution.device)."""
     models = loaded.recipe.models
-    device = resolve_device(loaded.recipe.execution.device)
+    ex = loaded.recipe.execution
+    device = resolve_device(device or (ex.devices[0] if ex.devices else ex.device))
     dtype = loaded.recipe.execution.dtype
     if dtype != "float32" and device.type != "cuda":
         raise ModelFileError(f"execution.dtype: {dtype} runs under CUDA autocast only; this build runs on "
                              f"{device.type} (use float32)")
     if models.generator.kind == "builtin":
-        generator = builtin.builtin_generator(seed=models.generator.seed)
+        generator = builtin.builtin_generator(models.generator.seed, models.generator.resolution,
+                                              models.generator.channel_max)
     else:
         generator = checkpoints.load_generator(loaded.resolve(models.generator.checkpoint))
     if models.editor.kind == "builtin":

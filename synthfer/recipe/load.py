@@ -60,7 +60,10 @@ class LoadedRecipe:
         keeps the fingerprint; the weights count through their sha256.
         """
         data = self.recipe.model_dump(mode="json")
-        del data["output"]["dir"], data["execution"]["executor"], data["execution"]["retries"]
+        # Where and how shards are scheduled changes no byte: left out.
+        for key in ("executor", "retries", "ray", "devices"):
+            del data["execution"][key]
+        del data["output"]["dir"]
         for spec in data["models"].values():
             if spec:
                 spec.pop("checkpoint", None)

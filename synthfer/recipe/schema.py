@@ -94,6 +94,15 @@ class GeneratorSpec(_Strict):
     kind: Literal["builtin", "stylegan2"] = "builtin"  # builtin: untrained 64 px stand-in
     checkpoint: str | None = None                     # stylegan2 weights file
     seed: int = Field(0, ge=0)                        # builtin weights' seed
+    resolution: int = 64                              # builtin only: image side (real files say their own)
+    channel_max: int = Field(64, ge=8, le=512)        # builtin only: channel cap
+
+    @field_validator("resolution")
+    @classmethod
+    def _power_of_two(cls, v):
+        if v < 8 or v > 1024 or v & (v - 1):
+            raise ValueError(f"must be a power of two from 8 to 1024, got {v}")
+        return v
 
     @model_validator(mode="after")
     def _needs_file(self):
@@ -251,19 +260,50 @@ class Output(_Strict):
     keep_rejected: bool = False                      # rejected images go to shards/rejected-*.tar
 
 
+def _check_device(v: str) -> str:
+    if v in ("auto", "cpu", "cuda", "mps") or (v.startswith("cuda:") and v[5:].isdigit()):
+        return v
+    raise ValueError(f"must be auto, cpu, cuda, cuda:N or mps, got {v!r}")
+
+
+class RaySpec(_Strict):
+    address: str | None = None                       # None: start a local Ray; "auto" or ray://head:10001
+    workers: int | None = Field(None, gt=0)          # actors; default: one per GPU, else one per 2 CPUs
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float | None = Field(None, ge=0)  # default: 1 when device is cuda, else 0
+
+
 class Execution(_Strict):
     device: str = "auto"                             # auto | cpu | cuda | cuda:N
+    devices: list[str] | None = None                # several devices of one machine: a worker process each
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # float16/bfloat16: autocast, CUDA only
     batch_size: int = Field(16, gt=0, le=4096)       # images per forward pass
-    executor: Literal["local"] = "local"
+    executor: Literal["local", "ray"] = "local"
+    ray: RaySpec = RaySpec()
     retries: int = Field(2, ge=0, le=100)            # extra attempts for a shard that raises
 
     @field_validator("device")
     @classmethod
     def _device(cls, v):
-        if v in ("auto", "cpu", "cuda", "mps") or (v.startswith("cuda:") and v[5:].isdigit()):
+        return _check_device(v)
+
+    @field_validator("devices")
+    @classmethod
+    def _devices(cls, v):
+        if v is None:
             return v
-        raise ValueError(f"must be auto, cpu, cuda, cuda:N or mps, got {v!r}")
+        if not v:
+            raise ValueError("must list at least one device, or be left out")
+        for i, d in enumerate(v):
+            try:
+                _check_device(d)
+            except ValueError as err:
+                raise _IndexedError(i, str(err)) from None
+            if d in ("auto", "cuda"):
+                raise _IndexedError(i, f"name one device (cpu, cuda:N), got {d!r}")
+        if len({d.split(":")[0] for d in v}) > 1:
+            raise ValueError(f"must all be of one type (all cuda:N or all cpu), got {v}")
+        return v
 
 
 class Recipe(_Strict):
