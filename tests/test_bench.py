@@ -1,0 +1,29 @@
+"""bench/throughput.py --quick runs end to end (CI). Numbers are reported, never asserted against
+targets here: timings depend on the machine and on whatever else runs on it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def test_throughput_quick_json():
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "throughput.py"), "--quick", "--json", "--device", "cpu"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert report["size"] == 64 and report["quick"] is True and report["device"] == "cpu"
+    for phase in ("a", "b", "c"):
+        run = report["phases"][phase]
+        assert run["images"] > 0 and run["seconds"] > 0 and run["images_per_s"] > 0, (phase, run)
+        assert run["peak_rss_kib"] > 0, (phase, run)
+    assert report["phases"]["b"]["images"] == report["phases"]["b"]["identities"] * 17
+    assert report["phases"]["c"]["includes_assessment"] is True
+    for ratio in ("b/a", "b/c"):
+        assert report["ratios"][ratio] > 0
+        assert isinstance(report["pass"][ratio], bool)
+        assert report["targets"][ratio] > 0
+    assert report["device_name"] and report["torch"]
