@@ -56,6 +56,7 @@ class BuildResult:
     images_per_s: float
     complete: bool
     failed: dict = field(default_factory=dict)      # shard -> last error, after retries
+    shard_fingerprint: str = ""                     # in markers and the manifest's rows
     by_status: dict = field(default_factory=dict)
     by_split: dict = field(default_factory=dict)
     by_target: dict = field(default_factory=dict)   # target -> {status: n}
@@ -78,9 +79,9 @@ def build(loaded: LoadedRecipe, shards: str | None = None, reporter: Reporter | 
     out = loaded.output_dir
     _check_output_dir(out)
     models = load_models(loaded)  # before anything is written: a bad model file leaves no trace
-    hashes = models.identities
-    inputs, fingerprint = loaded.fingerprint_inputs(hashes), loaded.fingerprint(hashes)
-    worker = Worker(recipe, plan, models, loaded.shard_fingerprint(hashes))
+    hashes, device_type = models.identities, models.device.type
+    inputs, fingerprint = loaded.fingerprint_inputs(hashes, device_type), loaded.fingerprint(hashes, device_type)
+    worker = Worker(recipe, plan, models, loaded.shard_fingerprint(hashes, device_type))
 
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -91,7 +92,8 @@ def build(loaded: LoadedRecipe, shards: str | None = None, reporter: Reporter | 
         _reconcile(store, out, inputs, fingerprint, mode, reporter)
         try:
             store.prepare()
-            atomic.write_json(out / "fingerprint.json", {"fingerprint": fingerprint, "inputs": inputs})
+            atomic.write_json(out / "fingerprint.json", {"fingerprint": fingerprint, "inputs": inputs,
+                                                         "shard_fingerprint": worker.fingerprint})
         except OSError as err:
             raise OutputError(f"{out}: cannot write: {err.strerror or err}") from None
         committed = _valid_committed(store, plan, worker.fingerprint, trust_markers, reporter)
@@ -106,7 +108,12 @@ def build(loaded: LoadedRecipe, shards: str | None = None, reporter: Reporter | 
         finally:
             reporter.finished()
         built_s = time.perf_counter() - t_compute
-        result = _finalize(loaded, plan, store, fingerprint, models, pending, failed, t0, built_s)
+        try:
+            result = _finalize(loaded, plan, store, fingerprint, worker.fingerprint, models, pending, failed,
+                               t0, built_s)
+        except OSError as err:
+            raise OutputError(f"{out}: writing the manifest or run.json failed: {err.strerror or err}; "
+                              f"committed shards are intact, run again to finish") from None
     if failed:
         raise ShardsFailedError(f"{len(failed)} of {len(pending)} shards failed after "
                                 f"{recipe.execution.retries} retries: " +
@@ -119,9 +126,15 @@ def _reconcile(store: ShardStore, out: Path, inputs: dict, fingerprint: str, mod
     state_path = out / "fingerprint.json"
     try:
         state = json.loads(state_path.read_text()) if state_path.exists() else None
-    except ValueError:
-        state = None
+    except (OSError, ValueError):
+        state = "damaged"
+    if state is not None and not (isinstance(state, dict) and isinstance(state.get("inputs"), dict)):
+        if mode != "overwrite":
+            raise UsageError(f"{state_path}: damaged or not synthfer's; use --mode overwrite to start this output again")
+        state = "damaged"
     if mode == "overwrite":
+        if state_path.is_dir():
+            raise UsageError(f"{state_path}: is a folder; remove it by hand")
         if state is not None or store.marker_names():
             reporter.note(f"--mode overwrite: removing the previous build in {out}")
             store.clear()
@@ -170,7 +183,7 @@ def _valid_committed(store: ShardStore, plan: Plan, shard_fingerprint: str, trus
     return valid
 
 
-def _finalize(loaded, plan, store, fingerprint, models, pending, failed, t0, built_s) -> BuildResult:
+def _finalize(loaded, plan, store, fingerprint, worker_fingerprint, models, pending, failed, t0, built_s) -> BuildResult:
     committed = store.committed()
     parts = [store.part_path(s.name) for s in plan.shards if s.name in committed]
     manifest = store.root / "manifest.parquet"
@@ -182,7 +195,7 @@ def _finalize(loaded, plan, store, fingerprint, models, pending, failed, t0, bui
         out_dir=store.root, planned_samples=plan.total_samples, planned_shards=len(plan.shards),
         built_shards=len(built), committed_shards=len(committed), rows=rows,
         wall_s=time.perf_counter() - t0, images_per_s=built_images / built_s if built_s > 0 else 0.0,
-        complete=len(committed) == len(plan.shards), failed=dict(failed),
+        complete=len(committed) == len(plan.shards), failed=dict(failed), shard_fingerprint=worker_fingerprint,
         **summary.counts(table, loaded.recipe),
     )
     summary.write_run_json(loaded, fingerprint, models, result)

@@ -81,5 +81,7 @@ def in_band(angle_deg: float, from_deg: float, to_deg: float) -> bool:
 
     A band may wrap through 0: from 350 to 10 covers 350..360 and 0..10.
     """
+    if to_deg - from_deg >= 360.0:  # 0 -> 360: the whole circle
+        return True
     a, lo, hi = angle_deg % 360.0, from_deg % 360.0, to_deg % 360.0
     return lo <= a <= hi if lo <= hi else (a >= lo or a <= hi)

@@ -126,10 +126,10 @@ class JsonLines(Quiet):
 
 
 def make_reporter(quiet: bool, log_format: str = "text"):
+    if quiet:  # errors only, whatever the format
+        return Quiet()
     if log_format == "json":
         return JsonLines()
-    if quiet:
-        return Quiet()
     return _Bar() if sys.stderr.isatty() else _Lines()
 
 

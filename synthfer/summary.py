@@ -61,6 +61,7 @@ def write_run_json(loaded: LoadedRecipe, fingerprint: str, models, result) -> No
         "overrides": loaded.overrides,
         "recipe": loaded.resolved(),
         "fingerprint": fingerprint,
+        "shard_fingerprint": result.shard_fingerprint,   # the manifest's recipe_fingerprint column
         "models": {
             "generator": {"file_sha256": models.files["generator"], "weights_sha256": models.identities["generator"],
                           "file": recipe_models["generator"].get("checkpoint"),

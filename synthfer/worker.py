@@ -50,7 +50,8 @@ class Worker:
     def from_recipe(cls, loaded: LoadedRecipe, device: str | None = None) -> "Worker":
         """A worker with its own models (loaded once), as every executor's process or actor makes it."""
         models = load_models(loaded, device)
-        return cls(loaded.recipe, Plan(loaded.recipe), models, loaded.shard_fingerprint(models.identities))
+        return cls(loaded.recipe, Plan(loaded.recipe), models,
+                   loaded.shard_fingerprint(models.identities, models.device.type))
 
     def build_shard(self, shard: Shard, store: ShardStore) -> dict:
         """The whole per-shard function: generate, assess, decide, encode, commit. Returns the marker."""

@@ -18,7 +18,7 @@ from synthfer.plan import Shard
 from synthfer.recipe import LoadedRecipe
 
 
-def _serve(loaded: LoadedRecipe, device: str, shard_fingerprint: str, tasks, results) -> None:
+def _serve(loaded: LoadedRecipe, slot: int, device: str, shard_fingerprint: str, tasks, results) -> None:
     """Worker process: load the models on `device`, then build shards until told to stop."""
     from synthfer.executors.local import is_fatal, one_line
     from synthfer.io.shards import ShardStore
@@ -29,17 +29,17 @@ def _serve(loaded: LoadedRecipe, device: str, shard_fingerprint: str, tasks, res
         if worker.fingerprint != shard_fingerprint:
             raise OutputError(f"{device}: the worker sees other model weights than the build")
     except Exception as err:  # noqa: BLE001 - reported to the parent, which stops the build
-        results.put(("broken", device, None, one_line(err)))
+        results.put(("broken", slot, None, one_line(err)))
         return
     store = ShardStore(loaded.output_dir)
     while (index := tasks.get()) is not None:
-        results.put(("started", device, index, None))
+        results.put(("started", slot, index, None))
         try:
             marker = worker.build_shard(worker.plan.shards[index], store)
         except Exception as err:  # noqa: BLE001 - the parent decides: retry or stop
-            results.put(("fatal" if is_fatal(err) else "error", device, index, one_line(err)))
+            results.put(("fatal" if is_fatal(err) else "error", slot, index, one_line(err)))
             continue
-        results.put(("committed", device, index, marker))
+        results.put(("committed", slot, index, marker))
 
 
 def run(loaded: LoadedRecipe, shard_fingerprint: str, shards: list[Shard], reporter, retries: int) -> dict[str, str]:
@@ -48,22 +48,23 @@ def run(loaded: LoadedRecipe, shard_fingerprint: str, shards: list[Shard], repor
     by_index = {s.index: s for s in shards}
     attempts = {s.index: 1 for s in shards}
     waiting = deque(s.index for s in shards)
-    procs: dict[str, tuple] = {}      # device -> (process, its task queue)
-    busy: dict[str, int | None] = {}  # device -> shard index in progress
+    procs: dict[int, tuple] = {}      # slot -> (process, its task queue); a device may fill several slots
+    busy: dict[int, int | None] = {}  # slot -> shard index in progress
+    devices = loaded.recipe.execution.devices
     failed: dict[str, str] = {}
 
-    def start(device: str) -> None:
+    def start(slot: int) -> None:
         tasks = ctx.Queue()
-        proc = ctx.Process(target=_serve, args=(loaded, device, shard_fingerprint, tasks, results),
-                           name=f"synthfer-{device}", daemon=True)
+        proc = ctx.Process(target=_serve, args=(loaded, slot, devices[slot], shard_fingerprint, tasks, results),
+                           name=f"synthfer-{slot}-{devices[slot]}", daemon=True)
         proc.start()
-        procs[device], busy[device] = (proc, tasks), None
+        procs[slot], busy[slot] = (proc, tasks), None
 
     def hand_out() -> None:
-        for device, index in busy.items():
+        for slot, index in busy.items():
             if index is None and waiting:
-                busy[device] = waiting.popleft()
-                procs[device][1].put(busy[device])
+                busy[slot] = waiting.popleft()
+                procs[slot][1].put(busy[slot])
 
     def retry_or_fail(index: int, error: str) -> None:
         shard = by_index[index]
@@ -75,30 +76,30 @@ def run(loaded: LoadedRecipe, shard_fingerprint: str, shards: list[Shard], repor
             attempts[index] += 1
             waiting.append(index)
 
-    for device in loaded.recipe.execution.devices:
-        start(device)
+    for slot in range(len(devices)):
+        start(slot)
     try:
         hand_out()
         while any(i is not None for i in busy.values()) or waiting:
             try:
-                kind, device, index, payload = results.get(timeout=1.0)
+                kind, slot, index, payload = results.get(timeout=1.0)
             except queue_module.Empty:
-                for device, (proc, _) in list(procs.items()):
+                for slot, (proc, _) in list(procs.items()):
                     if not proc.is_alive():  # died without a word (killed, out of memory)
-                        lost = busy[device]
-                        start(device)
+                        lost = busy[slot]
+                        start(slot)
                         if lost is not None:
-                            retry_or_fail(lost, f"worker on {device} died (exit {proc.exitcode})")
+                            retry_or_fail(lost, f"worker on {devices[slot]} died (exit {proc.exitcode})")
                 hand_out()
                 continue
             if kind == "broken":
-                raise OutputError(f"worker on {device} could not start: {payload}")
+                raise OutputError(f"worker on {devices[slot]} could not start: {payload}")
             if kind == "fatal":
-                raise OutputError(f"{loaded.output_dir}: write failed on {device}: {payload}; "
+                raise OutputError(f"{loaded.output_dir}: write failed on {devices[slot]}: {payload}; "
                                   f"committed shards are intact")
             if kind == "started":
                 continue
-            busy[device] = None
+            busy[slot] = None
             if kind == "committed":
                 reporter.committed(by_index[index], payload)
             else:

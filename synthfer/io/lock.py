@@ -14,7 +14,7 @@ import socket
 import time
 from pathlib import Path
 
-from synthfer.errors import LockedError
+from synthfer.errors import LockedError, OutputError
 
 
 class OutputLock:
@@ -23,7 +23,11 @@ class OutputLock:
         self._fd: int | None = None
 
     def __enter__(self) -> "OutputLock":
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise OutputError(f"{self.path.parent}: cannot create the build lock {self.path.name}: "
+                              f"{err.strerror or err}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,3 +152,5 @@ class ShardStore:
                         path.unlink()
         for name in ("manifest.parquet", "run.json", "fingerprint.json"):
             (self.root / name).unlink(missing_ok=True)
+        if (self.root / "report").is_dir():  # a report of the old build would describe data that is gone
+            shutil.rmtree(self.root / "report")

@@ -39,7 +39,11 @@ def verify(out: Path) -> tuple[list[str], dict]:
     if not manifest.exists():
         problems.append("manifest.parquet is missing")
     else:
-        table = pq.read_table(manifest, schema=SCHEMA)
+        try:
+            table = pq.read_table(manifest, schema=SCHEMA)
+        except (OSError, ValueError, TypeError) as err:  # pyarrow's ArrowInvalid is a ValueError
+            problems.append(f"manifest.parquet cannot be read as a synthfer manifest: {str(err).splitlines()[0]}")
+            return problems, {"shards": len(store.marker_names()), "valid_shards": len(markers), "manifest_rows": 0}
         manifest_rows = table.num_rows
         expected = sum(m.get("rows", 0) for m in markers.values())
         if manifest_rows != expected:
@@ -52,13 +56,20 @@ def _members_match(store: ShardStore, markers: dict, rows: list[dict]) -> list[s
     problems = []
     by_shard: dict[str, list[dict]] = {}
     for row in rows:
+        if row["shard"] is None or row["key"] is None or row["status"] is None:
+            problems.append(f"manifest row {row.get('key')!r} lacks its key, shard or status")
+            continue
         by_shard.setdefault(f"shard-{row['shard']:06d}", []).append(row)
     for name, shard_rows in sorted(by_shard.items()):
         if name not in markers:
             problems.append(f"manifest rows of {name} but the shard is not validly committed")
             continue
         tars = {"accepted": store.tar_path(name), "rejected": store.rejected_path(name)}
-        members = {status: _member_hashes(path) for status, path in tars.items() if path.exists()}
+        try:
+            members = {status: _member_hashes(path) for status, path in tars.items() if path.exists()}
+        except (tarfile.TarError, OSError) as err:
+            problems.append(f"{name}: its tar cannot be read: {err}")
+            continue
         seen = {status: set() for status in members}
         for row in shard_rows:
             if row["image_sha256"] is None:

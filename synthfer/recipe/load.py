@@ -53,7 +53,7 @@ class LoadedRecipe:
                     out.append((role, spec, field, value))
         return out
 
-    def fingerprint_inputs(self, model_hashes: dict[str, str]) -> dict:
+    def fingerprint_inputs(self, model_hashes: dict[str, str], device_type: str) -> dict:
         """What determines the bytes of the output: content, model weights, execution settings.
 
         The output folder and model file locations are left out so a copy or a move of either
@@ -63,21 +63,23 @@ class LoadedRecipe:
         # Where and how shards are scheduled changes no byte: left out.
         for key in ("executor", "retries", "ray", "devices"):
             del data["execution"][key]
-        del data["output"]["dir"]
+        del data["output"]["dir"], data["name"]
+        # The device that runs, not the one asked for: "auto" is a CPU here and a GPU there.
+        data["execution"]["device"] = device_type
         for spec in data["models"].values():
             if spec:
                 spec.pop("checkpoint", None)
                 spec.pop("path", None)
         return {"recipe": data, "models": model_hashes, "format_version": FORMAT_VERSION}
 
-    def fingerprint(self, model_hashes: dict[str, str]) -> str:
+    def fingerprint(self, model_hashes: dict[str, str], device_type: str) -> str:
         """The whole build's fingerprint (run.json, fingerprint.json)."""
-        return _digest(self.fingerprint_inputs(model_hashes))
+        return _digest(self.fingerprint_inputs(model_hashes, device_type))
 
-    def shard_fingerprint(self, model_hashes: dict[str, str]) -> str:
+    def shard_fingerprint(self, model_hashes: dict[str, str], device_type: str) -> str:
         """How each sample is made, without how many identities there are: stored in markers and
         manifest rows, so growing identities.count (--mode extend) leaves old shards byte-identical."""
-        inputs = self.fingerprint_inputs(model_hashes)
+        inputs = self.fingerprint_inputs(model_hashes, device_type)
         del inputs["recipe"]["identities"]["count"]
         return _digest(inputs)
 
@@ -136,7 +138,8 @@ def load_recipe(path: str | Path, overrides: list[str] = (), output: str | None 
         data.setdefault("output", {})
         if not isinstance(data["output"], dict):
             data["output"] = {}
-        data["output"]["dir"] = output
+        # A command-line path means what it says from where the user stands, not from the recipe.
+        data["output"]["dir"] = str(Path(output).expanduser().absolute())
         applied[("output", "dir")] = f"--output {output}"
 
     try:
@@ -228,7 +231,7 @@ def _describe(error: dict, label: str, lines: dict, applied: dict) -> str:
         return f"{where}: {_field_path(loc)}: unknown key" + (f" (allowed: {allowed})" if allowed else "")
     if kind == "missing":
         return f"{_where(label, lines, applied, loc)}: {_field_path(loc)}: required field is missing"
-    if kind.endswith("_type") or kind.endswith("_parsing") or kind == "int_from_float" or kind == "model_type":
+    if kind.endswith("_type") or kind.endswith("_parsing") or kind in ("int_from_float", "model_type", "finite_number"):
         expected = msg.replace("Input should be ", "").split(",")[0]
         msg = f"must be {expected}, got {_show(value)}"
     elif kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "literal_error",
@@ -286,6 +289,6 @@ def _apply_override(data: dict, dotted: list, value: Any, item: str) -> None:
     if isinstance(node, list):
         if not (isinstance(last, int) and last < len(node)):
             raise UsageError(f"--set {item}: index {last} is out of range")
-        node[last] = value
-    else:
-        node[last] = value
+    elif not isinstance(node, dict):
+        raise UsageError(f"--set {item}: {'.'.join(map(str, dotted[:-1]))} is a value, not a mapping")
+    node[last] = value

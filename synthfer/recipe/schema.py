@@ -18,11 +18,11 @@ FORMAT_VERSION = 1
 
 class _Strict(BaseModel):
     # strict: YAML already gives typed values, so "3" for a count is a mistake, not a number.
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class Identities(_Strict):
-    count: int = Field(100, gt=0)                 # how many people
+    count: int = Field(100, gt=0, le=10_000_000)  # how many people
     truncation_psi: float = Field(0.7, gt=0, le=1.0)  # EmoStyle uses 0.7
     truncation_cutoff: int | None = Field(None, gt=0)  # truncate only the first N w rows
 
