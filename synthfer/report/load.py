@@ -70,6 +70,9 @@ def load_run(out_dir: str | Path) -> Run:
     if not out_dir.is_dir():
         raise UsageError(f"{out_dir}: no such folder")
     if not manifest.is_file():
+        if (out_dir / "parts").is_dir():  # shards were committed, the build stopped before finalizing
+            raise UsageError(f"{out_dir}: has no manifest.parquet yet: the build did not finish; "
+                             f"run the same synthfer build again, then report")
         raise UsageError(f"{out_dir}: has no manifest.parquet; is it a synthfer build output?")
     try:
         table = read_manifest(manifest)
