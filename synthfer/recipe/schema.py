@@ -90,7 +90,17 @@ class Targets(_Strict):
         return [circumplex.find(n) for n in self.emotions]
 
 
-class GeneratorSpec(_Strict):
+class _WeightsSpec(_Strict):
+    """A model that is either a builtin stand-in or a weights file."""
+
+    @model_validator(mode="after")
+    def _needs_file(self):
+        if self.kind != "builtin" and not self.checkpoint:
+            raise _PathError(("checkpoint",), f"kind {self.kind} needs a checkpoint file")
+        return self
+
+
+class GeneratorSpec(_WeightsSpec):
     kind: Literal["builtin", "stylegan2"] = "builtin"  # builtin: untrained 64 px stand-in
     checkpoint: str | None = None                     # stylegan2 weights file
     seed: int = Field(0, ge=0)                        # builtin weights' seed
@@ -104,23 +114,11 @@ class GeneratorSpec(_Strict):
             raise ValueError(f"must be a power of two from 8 to 1024, got {v}")
         return v
 
-    @model_validator(mode="after")
-    def _needs_file(self):
-        if self.kind != "builtin" and not self.checkpoint:
-            raise ValueError(f"kind {self.kind} needs a checkpoint file")
-        return self
 
-
-class EditorSpec(_Strict):
+class EditorSpec(_WeightsSpec):
     kind: Literal["builtin", "emostyle"] = "builtin"  # builtin: untrained EmoMappingWplus stand-in
     checkpoint: str | None = None                    # emo_mapping_wplus_*.pt
-    seed: int = Field(0, ge=0)
-
-    @model_validator(mode="after")
-    def _needs_file(self):
-        if self.kind != "builtin" and not self.checkpoint:
-            raise ValueError(f"kind {self.kind} needs a checkpoint file")
-        return self
+    seed: int = Field(0, ge=0)                       # builtin weights' seed
 
 
 class Preprocess(_Strict):
