@@ -84,7 +84,7 @@ def build(
     def body():
         from synthfer.build import build as run_build
         from synthfer.errors import ShardsFailedError, UsageError
-        from synthfer.progress import make_reporter, summary_table
+        from synthfer.progress import make_reporter
         from synthfer.recipe import load_recipe
 
         if mode not in ("resume", "overwrite", "extend"):

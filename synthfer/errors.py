@@ -42,12 +42,6 @@ class ModelFileError(SynthferError):
     exit_code = 2
 
 
-class BuildError(SynthferError):
-    """The build could not finish."""
-
-    exit_code = 1
-
-
 class OutputError(SynthferError):
     """Output directory problems (not writable, not a synthfer output, disk full)."""
 

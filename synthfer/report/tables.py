@@ -175,14 +175,19 @@ def band_note(bands) -> str:
     return f" Bands: {text}." if text else ""
 
 
+def _parts(frame: pd.DataFrame, grouping: str):
+    """(subset, rows of that grouping and subset) for every subset that has rows."""
+    for subset in SUBSETS:
+        part = frame[(frame["grouping"] == grouping) & (frame["subset"] == subset)]
+        if not part.empty:
+            yield subset, part
+
+
 def sections(frame: pd.DataFrame, reason_names: list[str], bands=()) -> list[Section]:
     """The metric tables (paper format) and the acceptance tables, one pair per grouping."""
     out = []
     for grouping in GROUPINGS:
-        for subset in SUBSETS:
-            part = frame[(frame["grouping"] == grouping) & (frame["subset"] == subset)]
-            if part.empty:
-                continue
+        for subset, part in _parts(frame, grouping):
             header = _label_header(grouping) + ["n"] + [h for _, h, _ in PAPER_COLUMNS] + ["dir bias (deg)"]
             rows = [_label_cells(r) + [str(int(r["n"]))]
                     + [mean_sd(r[f"{c}_mean"], r[f"{c}_sd"], d) for c, _, d in PAPER_COLUMNS]
@@ -212,10 +217,7 @@ def compare_sections(merged: pd.DataFrame, this_name: str, other_name: str) -> l
     """Side-by-side tables: each cell `other → this (delta)`, means only."""
     out = []
     for grouping in GROUPINGS:
-        for subset in SUBSETS:
-            part = merged[(merged["grouping"] == grouping) & (merged["subset"] == subset)]
-            if part.empty:
-                continue
+        for subset, part in _parts(merged, grouping):
             header = _label_header(grouping) + ["n"] + [h for _, h, _ in PAPER_COLUMNS] + ["acceptance"]
             rows = []
             for _, r in part.iterrows():
