@@ -1,9 +1,9 @@
-"""Orchestration: plan, models, lock, fingerprint check, resume, executor, finalize.
+"""Orchestration: plan, models and fingerprint, lock, reconcile with what is there, executor, finalize.
 
 Everything a user can get wrong (recipe, models, --shards) is checked before the output folder
 is touched. Then, under the output's lock: compare fingerprints (resume / overwrite / extend),
-drop damaged shards, build the pending ones with retries, merge the manifest from committed
-shards only, write run.json.
+remove dead builds' leftovers, hand the pending shards to the executor core, merge the manifest
+from committed shards only, write run.json.
 """
 
 from __future__ import annotations
@@ -14,17 +14,16 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal, Protocol
 
 from synthfer import summary
-from synthfer.errors import InterruptedBuild, OutputError, ShardsFailedError, UsageError
-from synthfer.executors import run_shards
-from synthfer.io import atomic
-from synthfer.io.lock import OutputLock
-from synthfer.io.manifest import merge_parts, read_manifest
+from synthfer.errors import InterruptedBuild, ModelFileError, OutputError, ShardsFailedError, UsageError
+from synthfer.executors import core, distributed, make_backend
+from synthfer.io.layout import CURRENT
+from synthfer.io.lock import output_lock
+from synthfer.io.manifest import merge_parts
 from synthfer.io.shards import ShardStore
-from synthfer.models.load import load_models
+from synthfer.models.load import build_device, load_models
 from synthfer.plan import Plan, Shard
 from synthfer.progress import Quiet
 from synthfer.recipe import LoadedRecipe, diff_inputs
@@ -46,11 +45,11 @@ class Reporter(Protocol):
 
 @dataclass
 class BuildResult:
-    out_dir: Path
+    out_dir: str                       # the output folder (local path or URL)
     planned_samples: int
     planned_shards: int
     built_shards: int                  # committed by this run
-    committed_shards: int              # on disk now, this run's and earlier ones
+    committed_shards: int              # in the output now, this run's and earlier ones
     rows: int
     wall_s: float
     images_per_s: float
@@ -76,44 +75,47 @@ def build(loaded: LoadedRecipe, shards: str | None = None, reporter: Reporter | 
         selected = plan.select(shards)
     except ValueError as err:
         raise UsageError(f"--shards: {err}") from None
-    out = loaded.output_dir
-    _check_output_dir(out)
-    models = load_models(loaded)  # before anything is written: a bad model file leaves no trace
-    hashes, device_type = models.identities, models.device.type
+    folder = loaded.output_folder()
+    layout = CURRENT
+    _check_output(folder, layout)
+    # Models before anything is written: a bad model file leaves no trace. Builds whose shards are
+    # built elsewhere read the weights on the CPU only to fingerprint them.
+    device_type = _device_type(loaded)
+    models = load_models(loaded, "cpu" if distributed(recipe) else None)
+    hashes, model_info = models.identities, summary.models_info(loaded, models)
     inputs, fingerprint = loaded.fingerprint_inputs(hashes, device_type), loaded.fingerprint(hashes, device_type)
-    worker = Worker(recipe, plan, models, loaded.shard_fingerprint(hashes, device_type))
+    shard_fingerprint = loaded.shard_fingerprint(hashes, device_type)
+    store = ShardStore(folder, layout)
+    worker = None if distributed(recipe) else Worker(recipe, plan, models, shard_fingerprint, store)
+    del models
 
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputError(f"{out}: cannot create the output folder: {err.strerror or err}") from None
-    store = ShardStore(out)
-    with OutputLock(out), _signals_abandon_shard():
-        _reconcile(store, out, inputs, fingerprint, mode, reporter)
-        try:
-            store.prepare()
-            atomic.write_json(out / "fingerprint.json", {"fingerprint": fingerprint, "inputs": inputs,
-                                                         "shard_fingerprint": worker.fingerprint})
-        except OSError as err:
-            raise OutputError(f"{out}: cannot write: {err.strerror or err}") from None
-        committed = _valid_committed(store, plan, worker.fingerprint, trust_markers, reporter)
-        pending = [s for s in selected if s.name not in committed]
+    with _storage(folder, "cannot create the output folder"):
+        folder.ensure()
+    with output_lock(folder, layout, recipe.output.lock), _signals_abandon_shard():
+        with _storage(folder, "cannot write"):
+            _reconcile(store, inputs, fingerprint, mode, reporter)
+            folder.remove_temporaries(layout.data_dirs)
+            for rel in store.garbage():
+                folder.remove(rel)
+            folder.write(layout.fingerprint, _json({"fingerprint": fingerprint, "inputs": inputs,
+                                                    "shard_fingerprint": shard_fingerprint}))
+            committed = core.valid_committed(store, plan, shard_fingerprint, trust_markers, reporter,
+                                             before_retract=lambda: folder.remove(layout.manifest))
+        pending = [s for s in selected if s.index not in committed]
         reporter.started(len(selected), sum(len(s.identities) for s in selected) * len(plan.targets),
                          len(selected) - len(pending))
         t_compute = time.perf_counter()
         try:
-            failed = run_shards(loaded, worker, pending, store, reporter)
-        except OSError as err:
-            raise OutputError(f"{out}: write failed: {err.strerror or err}; committed shards are intact") from None
+            with _storage(folder, "write failed", "; committed shards are intact"):
+                failed = core.run(make_backend(loaded, store, worker, shard_fingerprint, pending), pending,
+                                  reporter, recipe.execution.retries)
         finally:
             reporter.finished()
         built_s = time.perf_counter() - t_compute
-        try:
-            result = _finalize(loaded, plan, store, fingerprint, worker.fingerprint, models, pending, failed,
+        with _storage(folder, "writing the manifest or run.json failed",
+                      "; committed shards are intact, run again to finish"):
+            result = _finalize(loaded, plan, store, fingerprint, shard_fingerprint, model_info, pending, failed,
                                t0, built_s)
-        except OSError as err:
-            raise OutputError(f"{out}: writing the manifest or run.json failed: {err.strerror or err}; "
-                              f"committed shards are intact, run again to finish") from None
     if failed:
         raise ShardsFailedError(f"{len(failed)} of {len(pending)} shards failed after "
                                 f"{recipe.execution.retries} retries: " +
@@ -121,27 +123,62 @@ def build(loaded: LoadedRecipe, shards: str | None = None, reporter: Reporter | 
     return result
 
 
-def _reconcile(store: ShardStore, out: Path, inputs: dict, fingerprint: str, mode: Mode, reporter) -> None:
-    """Decide what the existing output may be reused for; refuse with the differences listed."""
-    state_path = out / "fingerprint.json"
+def _device_type(loaded: LoadedRecipe) -> str:
+    """The kind of device the shards are built on (part of the fingerprint); checked against dtype."""
+    ex = loaded.recipe.execution
+    if ex.executor == "ray" and ex.device.startswith("cuda"):
+        kind = "cuda"   # the actors' GPUs; the driver need not have one
+    else:
+        kind = build_device(loaded).type
+    if ex.dtype != "float32" and kind != "cuda":
+        raise ModelFileError(f"execution.dtype: {ex.dtype} runs under CUDA autocast only; this build runs on "
+                             f"{kind} (use float32)")
+    return kind
+
+
+def _json(obj) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+
+
+@contextmanager
+def _storage(folder, doing: str, after: str = ""):
+    """OSError from the output folder -> one line naming the folder."""
     try:
-        state = json.loads(state_path.read_text()) if state_path.exists() else None
+        yield
+    except OSError as err:
+        raise OutputError(f"{folder.location}: {doing}: {err.strerror or err}{after}") from None
+
+
+def _read_state(store: ShardStore):
+    """fingerprint.json's content, None when there is none, "damaged" when unreadable."""
+    rel = store.layout.fingerprint
+    if not store.folder.exists(rel):
+        return None
+    if store.folder.is_dir(rel):
+        raise UsageError(f"{store.folder.display(rel)}: is a folder; remove it by hand")
+    try:
+        state = json.loads(store.folder.read_bytes(rel))
     except (OSError, ValueError):
-        state = "damaged"
-    if state is not None and not (isinstance(state, dict) and isinstance(state.get("inputs"), dict)):
-        if mode != "overwrite":
-            raise UsageError(f"{state_path}: damaged or not synthfer's; use --mode overwrite to start this output again")
-        state = "damaged"
+        return "damaged"
+    return state if isinstance(state, dict) and isinstance(state.get("inputs"), dict) else "damaged"
+
+
+def _reconcile(store: ShardStore, inputs: dict, fingerprint: str, mode: Mode, reporter) -> None:
+    """Decide what the existing output may be reused for; refuse with the differences listed."""
+    folder, layout = store.folder, store.layout
+    state = _read_state(store)
+    if state == "damaged" and mode != "overwrite":
+        raise UsageError(f"{folder.display(layout.fingerprint)}: damaged or not synthfer's; use --mode overwrite "
+                         f"to start this output again")
     if mode == "overwrite":
-        if state_path.is_dir():
-            raise UsageError(f"{state_path}: is a folder; remove it by hand")
-        if state is not None or store.marker_names():
-            reporter.note(f"--mode overwrite: removing the previous build in {out}")
-            store.clear()
+        if state is not None or store.marker_indices():
+            reporter.note(f"--mode overwrite: removing the previous build in {folder.location}")
+            _clear(store)
         return
     if state is None:
-        if store.marker_names():  # shards without a fingerprint record: not ours to mix with
-            raise UsageError(f"{out}: holds shards with no fingerprint.json; use --mode overwrite or another --output")
+        if store.marker_indices():  # shards without a fingerprint record: not ours to mix with
+            raise UsageError(f"{folder.location}: holds shards with no fingerprint.json; use --mode overwrite "
+                             f"or another --output")
         return
     if state.get("fingerprint") == fingerprint:
         return
@@ -151,63 +188,54 @@ def _reconcile(store: ShardStore, out: Path, inputs: dict, fingerprint: str, mod
         old = state["inputs"]["recipe"]["identities"]["count"]
         new = inputs["recipe"]["identities"]["count"]
         if new < old:
-            raise UsageError(f"{out}: --mode extend only grows identities.count ({old} -> {new}); "
+            raise UsageError(f"{folder.location}: --mode extend only grows identities.count ({old} -> {new}); "
                              f"use --mode overwrite to shrink")
         reporter.note(f"--mode extend: identities.count {old} -> {new}; existing shards are kept")
         return
     hint = "--mode extend" if count_only else "--mode overwrite"
-    raise UsageError(f"{out}: was built from a different recipe or weights ({'; '.join(changes)}); "
+    raise UsageError(f"{folder.location}: was built from a different recipe or weights ({'; '.join(changes)}); "
                      f"use {hint} or another --output")
 
 
-def _valid_committed(store: ShardStore, plan: Plan, shard_fingerprint: str, trust_markers: bool,
-                     reporter) -> dict[str, dict]:
-    """Committed shards that match their marker and the plan; the rest are retracted to be rebuilt."""
-    planned_rows = {s.name: len(s.identities) * len(plan.targets) for s in plan.shards}
-    valid = {}
-    for name in store.marker_names():
-        try:
-            marker = json.loads(store.marker_path(name).read_text())
-            problem = store.problem(name, marker, hashes=not trust_markers)
-        except (OSError, ValueError) as err:
-            marker, problem = {}, f"unreadable marker ({err})"
-        if problem is None and marker.get("fingerprint") != shard_fingerprint:
-            problem = "built with another recipe fingerprint"
-        if problem is None and name in planned_rows and marker.get("rows") != planned_rows[name]:
-            problem = f"holds {marker.get('rows')} rows, the plan now has {planned_rows[name]}"
-        if problem is None:
-            valid[name] = marker
-        else:
-            reporter.note(f"{name}: {problem}: rebuilding it")
-            store.retract(name)
-    return valid
+def _clear(store: ShardStore) -> None:
+    """Remove the previous build: the manifest first (it must never list a shard that is gone),
+    then each shard (marker first), unmarked shard files, and the build's own records."""
+    folder, layout = store.folder, store.layout
+    folder.remove(layout.manifest)
+    for index in store.marker_indices():
+        store.retract(index)
+    for rel in store.garbage():
+        folder.remove(rel)
+    for rel in (layout.run_json, layout.fingerprint):
+        folder.remove(rel)
+    folder.remove_tree(layout.report_dir)  # a report of the old build would describe data that is gone
 
 
-def _finalize(loaded, plan, store, fingerprint, worker_fingerprint, models, pending, failed, t0, built_s) -> BuildResult:
+def _finalize(loaded, plan, store, fingerprint, shard_fingerprint, model_info, pending, failed, t0,
+              built_s) -> BuildResult:
     committed = store.committed()
-    parts = [store.part_path(s.name) for s in plan.shards if s.name in committed]
-    manifest = store.root / "manifest.parquet"
-    rows = merge_parts(parts, manifest)
-    table = read_manifest(manifest)
+    parts = [store.layout.part(s.index) for s in plan.shards if s.index in committed]
+    table = merge_parts(store.folder, parts, store.layout.manifest)
     built = [s for s in pending if s.name not in failed]
     built_images = sum(len(s.identities) for s in built) * len(plan.targets)
     result = BuildResult(
-        out_dir=store.root, planned_samples=plan.total_samples, planned_shards=len(plan.shards),
-        built_shards=len(built), committed_shards=len(committed), rows=rows,
+        out_dir=store.folder.location, planned_samples=plan.total_samples, planned_shards=len(plan.shards),
+        built_shards=len(built), committed_shards=len(committed), rows=table.num_rows,
         wall_s=time.perf_counter() - t0, images_per_s=built_images / built_s if built_s > 0 else 0.0,
-        complete=len(committed) == len(plan.shards), failed=dict(failed), shard_fingerprint=worker_fingerprint,
+        complete=len(committed) == len(plan.shards), failed=dict(failed), shard_fingerprint=shard_fingerprint,
         **summary.counts(table, loaded.recipe),
     )
-    summary.write_run_json(loaded, fingerprint, models, result)
+    store.folder.write(store.layout.run_json, _json(summary.run_info(loaded, fingerprint, model_info, result)))
     return result
 
 
-def _check_output_dir(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"{out}: output.dir exists and is not a folder")
-    if out.is_dir() and any(p.name != ".lock" for p in out.iterdir()) and not any(
-            (out / n).exists() for n in ("run.json", "parts", "shards", "fingerprint.json")):
-        raise UsageError(f"{out}: output.dir is a non-empty folder that is not a synthfer output; "
+def _check_output(folder, layout) -> None:
+    if folder.is_local and folder.exists("") and not folder.is_dir(""):
+        raise UsageError(f"{folder.location}: output.dir exists and is not a folder")
+    names = {e.name for e in folder.list("")} - {layout.lock}
+    names = {n for n in names if layout.lease_generation(n) is None}
+    if names and not names & {layout.run_json, layout.fingerprint, *layout.shard_dirs}:
+        raise UsageError(f"{folder.location}: output.dir is a non-empty folder that is not a synthfer output; "
                          f"choose an empty or new folder")
 
 

@@ -15,7 +15,9 @@ from rich.console import Console
 from rich.table import Table
 
 from synthfer import __version__, circumplex
-from synthfer.errors import SynthferError
+from synthfer.errors import EXIT_INTERNAL, SynthferError, first_line
+
+ISSUES_URL = "https://github.com/synthfer/synthfer/issues"
 
 app = typer.Typer(
     help="Build synthetic facial-expression datasets (StyleGAN2 + EmoStyle) from a YAML recipe.",
@@ -29,8 +31,14 @@ SetOpt = typer.Option(None, "--set", metavar="FIELD=VALUE",
                       help="Override a recipe field (dotted path, YAML value), e.g. --set identities.count=10. Repeatable.")
 
 
+_debug = False  # --debug: show the traceback of an unexpected error
+
+
 def _guard(fn: Callable[[], int | None]) -> None:
-    """Run a command body; turn user-caused errors into one-line messages and exit codes."""
+    """Run a command body; turn every error into one-line messages and a documented exit code.
+    SynthferError: its message and code. OSError (a file system can cause one anywhere):
+    `Error: FILE: reason`, exit 1. Anything else is a bug: one line, "please report", exit 70;
+    the traceback only with --debug."""
     try:
         code = fn()
     except SynthferError as err:
@@ -40,6 +48,18 @@ def _guard(fn: Callable[[], int | None]) -> None:
     except KeyboardInterrupt:
         sys.stderr.write("Error: interrupted\n")
         raise typer.Exit(130) from None
+    except OSError as err:
+        if _debug:
+            raise
+        where = f"{err.filename}: " if err.filename else ""
+        sys.stderr.write(f"Error: {where}{err.strerror or first_line(err)}\n")
+        raise typer.Exit(1) from None
+    except Exception as err:  # noqa: BLE001 - the last resort: never a traceback for a user
+        if _debug:
+            raise
+        sys.stderr.write(f"Error: internal error ({type(err).__name__}: {first_line(err)}); please report it at "
+                         f"{ISSUES_URL} with the command you ran (--debug shows the traceback)\n")
+        raise typer.Exit(EXIT_INTERNAL) from None
     raise typer.Exit(code or 0)
 
 
@@ -51,12 +71,16 @@ def _version(value: bool):
 
 @app.callback()
 def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="Print the version and exit.")):
+                                       help="Print the version and exit."),
+          debug: bool = typer.Option(False, "--debug", help="Show the traceback of an unexpected error.")):
     """Build synthetic facial-expression datasets (StyleGAN2 + EmoStyle) from a YAML recipe.
 
     Exit codes: 0 ok, 1 build failed, 2 bad usage/recipe/model file (nothing written),
-    3 some shards failed, 75 output locked by another build.
+    3 some shards failed, 70 internal error (please report), 75 output locked by another build,
+    130 / 143 interrupted by SIGINT / SIGTERM.
     """
+    global _debug
+    _debug = debug
 
 
 @app.command()
@@ -98,20 +122,20 @@ def build(
         except ShardsFailedError as err:
             _show_summary(err.result, reporter, quiet)
             if with_report:  # the manifest of the committed shards is there: report on it
-                _write_report(err.result.out_dir, quiet)
+                _write_report(loaded.output_folder(), quiet)
             raise
         _show_summary(result, reporter, quiet)
         if with_report:
-            _write_report(result.out_dir, quiet)
+            _write_report(loaded.output_folder(), quiet)
     _guard(body)
 
 
-def _write_report(out_dir: Path, quiet: bool) -> None:
+def _write_report(out_dir, quiet: bool) -> None:
     from synthfer.report import write_report
 
-    folder = write_report(out_dir)
+    page = write_report(out_dir)
     if not quiet:
-        out.print(f"report: {folder / 'report.html'}")
+        out.print(f"report: {page}")
 
 
 def _show_summary(result, reporter, quiet: bool) -> None:
@@ -125,27 +149,31 @@ def _show_summary(result, reporter, quiet: bool) -> None:
 
 @app.command()
 def report(
-    out_dir: Path = typer.Argument(..., metavar="OUT_DIR", help="A build's output folder."),
-    compare: Optional[Path] = typer.Option(None, "--compare", metavar="OTHER_OUT_DIR",
-                                           help="Set another output's tables beside these, with differences."),
+    out_dir: str = typer.Argument(..., metavar="OUT_DIR", help="A build's output folder (path or URL)."),
+    compare: Optional[str] = typer.Option(None, "--compare", metavar="OTHER_OUT_DIR",
+                                          help="Set another output's tables beside these, with differences."),
     no_sheets: bool = typer.Option(False, "--no-sheets", help="Skip contact sheets (no images read)."),
 ):
     """Write OUT_DIR/report/: the paper's protocol tables, plots, contact sheets and report.html."""
     def body():
         from synthfer.report import write_report
 
-        folder = write_report(out_dir, compare=compare, sheets=not no_sheets)
-        out.print(f"report: {folder / 'report.html'}")
+        page = write_report(out_dir, compare=compare, sheets=not no_sheets)
+        out.print(f"report: {page}")
     _guard(body)
 
 
 @app.command()
-def verify(out_dir: Path = typer.Argument(..., metavar="OUT_DIR", help="A build's output folder.")):
+def verify(out_dir: str = typer.Argument(..., metavar="OUT_DIR", help="A build's output folder (path or URL).")):
     """Re-hash shards against their markers and the manifest; exit 1 listing any problem."""
     def body():
+        from synthfer.io.layout import CURRENT
+        from synthfer.io.lock import output_lock
         from synthfer.io.verify import verify as run_verify
 
-        problems, counts = run_verify(out_dir)
+        folder = _open_output(out_dir)
+        with output_lock(folder, CURRENT, shared=True):  # a running build would make its state look wrong
+            problems, counts = run_verify(folder)
         for line in problems:
             sys.stderr.write(f"Problem: {line}\n")
         status = "FAILED" if problems else "OK"
@@ -165,7 +193,7 @@ def validate(recipe: Path = RecipeArg, overrides: Optional[List[str]] = SetOpt):
         loaded = load_recipe(recipe, overrides or [])
         plan = Plan(loaded.recipe)
         out.print(f"OK: {recipe}: {loaded.recipe.identities.count} identities x {len(plan.targets)} targets = "
-                  f"{plan.total_samples} samples in {len(plan.shards)} shards -> {loaded.output_dir}")
+                  f"{plan.total_samples} samples in {len(plan.shards)} shards -> {loaded.output_location}")
     _guard(body)
 
 
@@ -184,7 +212,7 @@ def plan_cmd(recipe: Path = RecipeArg, overrides: Optional[List[str]] = SetOpt,
             out.print(table)
         out.print(f"{plan.total_samples} samples in {len(plan.shards)} shards "
                   f"({plan.identities_per_shard} identities x {len(plan.targets)} targets per shard); "
-                  f"estimated output about {_human(estimated_bytes(plan))} -> {loaded.output_dir}")
+                  f"estimated output about {_human(estimated_bytes(plan))} -> {loaded.output_location}")
     _guard(body)
 
 
@@ -254,6 +282,16 @@ def models_check(recipe: Path = RecipeArg, overrides: Optional[List[str]] = SetO
             flag = {True: "ok for commercial use", False: "NON-COMMERCIAL", None: "check the terms"}[note["commercial"]]
             out.print(f"licence {note['role']} ({note['kind']}): [{flag}] {note['note']}", markup=False)
     _guard(body)
+
+
+def _open_output(location: str):
+    from synthfer.errors import UsageError
+    from synthfer.io.folder import open_folder
+
+    try:
+        return open_folder(location)
+    except ValueError as err:
+        raise UsageError(f"{location}: {err}") from None
 
 
 def _human(n: float) -> str:

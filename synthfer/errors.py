@@ -1,11 +1,19 @@
 """Typed errors. The library raises these; the CLI prints `Error: <message>` and exits with `exit_code`.
 
 Exit codes (documented in README): 0 ok, 1 build failed, 2 bad usage / recipe / model file
-(nothing written), 3 some shards failed after retries, 75 output locked by another build,
-130 / 143 interrupted by SIGINT / SIGTERM.
+(nothing written), 3 some shards failed after retries, 70 internal error (a bug: please report),
+75 output locked by another build, 130 / 143 interrupted by SIGINT / SIGTERM.
 """
 
 from __future__ import annotations
+
+EXIT_INTERNAL = 70  # EX_SOFTWARE: an exception synthfer did not expect
+
+
+def first_line(err: BaseException) -> str:
+    """The first non-empty line of an exception's message (its type name when it has none)."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
 
 
 class SynthferError(Exception):
@@ -43,13 +51,21 @@ class ModelFileError(SynthferError):
 
 
 class OutputError(SynthferError):
-    """Output directory problems (not writable, not a synthfer output, disk full)."""
+    """Output folder problems (not writable, not a synthfer output, disk full)."""
+
+    exit_code = 1
+
+
+class WorkerError(SynthferError):
+    """A worker (process, Ray actor) could not start or sees other inputs than the build
+    (e.g. other weight files on a node). The same class, so the same exit code, whatever the
+    executor."""
 
     exit_code = 1
 
 
 class LockedError(SynthferError):
-    """Another build holds the output folder's lock."""
+    """Another build holds the output folder's lock (or took it over from this one)."""
 
     exit_code = 75
 
@@ -71,3 +87,13 @@ class InterruptedBuild(SynthferError):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def by_name(name: str) -> type[SynthferError]:
+    """The error class called `name` (to raise in the driver what a worker process reported)."""
+    found = {cls.__name__: cls for cls in _all(SynthferError)}
+    return found.get(name, SynthferError)
+
+
+def _all(cls: type) -> list[type]:
+    return [cls] + [sub for child in cls.__subclasses__() for sub in _all(child)]

@@ -11,7 +11,6 @@ import torch
 
 import synthfer
 from synthfer import circumplex
-from synthfer.io import atomic
 from synthfer.recipe import FORMAT_VERSION, LoadedRecipe
 
 
@@ -50,9 +49,28 @@ def _band_acceptance(table, recipe) -> dict:
     return out
 
 
-def write_run_json(loaded: LoadedRecipe, fingerprint: str, models, result) -> None:
+def models_info(loaded: LoadedRecipe, models) -> dict:
+    """What run.json records about each model (computed while the models are loaded)."""
     recipe_models = loaded.resolved()["models"]
-    info = {
+    g, e = models.generator, models.editor
+    out = {
+        "generator": {"file_sha256": models.files["generator"], "weights_sha256": models.identities["generator"],
+                      "file": recipe_models["generator"].get("checkpoint"), "resolution": g.resolution,
+                      "n_latent": g.n_latent, "w_dim": g.w_dim, "parameters": sum(p.numel() for p in g.parameters())},
+        "editor": {"file_sha256": models.files["editor"], "weights_sha256": models.identities["editor"],
+                   "file": recipe_models["editor"].get("checkpoint"),
+                   "parameters": sum(p.numel() for p in e.parameters())},
+    }
+    for role in ("quality", "va"):
+        model = getattr(models, role)
+        if model is not None:
+            out[role] = {"file_sha256": models.files[role], "file": str(model.label)}
+    return out
+
+
+def run_info(loaded: LoadedRecipe, fingerprint: str, model_info: dict, result) -> dict:
+    """run.json: the resolved recipe, fingerprints, versions, models, counts and timings."""
+    return {
         "format_version": FORMAT_VERSION,
         "synthfer_version": synthfer.__version__,
         "torch_version": torch.__version__,
@@ -62,19 +80,8 @@ def write_run_json(loaded: LoadedRecipe, fingerprint: str, models, result) -> No
         "recipe": loaded.resolved(),
         "fingerprint": fingerprint,
         "shard_fingerprint": result.shard_fingerprint,   # the manifest's recipe_fingerprint column
-        "models": {
-            "generator": {"file_sha256": models.files["generator"], "weights_sha256": models.identities["generator"],
-                          "file": recipe_models["generator"].get("checkpoint"),
-                          "resolution": models.generator.resolution,
-                          "n_latent": models.generator.n_latent, "w_dim": models.generator.w_dim,
-                          "parameters": sum(p.numel() for p in models.generator.parameters())},
-            "editor": {"file_sha256": models.files["editor"], "weights_sha256": models.identities["editor"],
-                       "file": recipe_models["editor"].get("checkpoint"),
-                       "parameters": sum(p.numel() for p in models.editor.parameters())},
-            **{role: {"file_sha256": models.files[role], "file": str(m.label)}
-               for role, m in (("quality", models.quality), ("va", models.va)) if m is not None},
-        },
-        "device": str(models.device),
+        "models": model_info,
+        "device": _device_name(loaded),
         "counts": {
             "planned_samples": result.planned_samples, "planned_shards": result.planned_shards,
             "committed_shards": result.committed_shards, "built_shards_this_run": result.built_shards,
@@ -85,4 +92,14 @@ def write_run_json(loaded: LoadedRecipe, fingerprint: str, models, result) -> No
         "timings": {"wall_s": round(result.wall_s, 3), "images_per_s": round(result.images_per_s, 2)},
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    atomic.write_json(loaded.output_dir / "run.json", info)
+
+
+def _device_name(loaded: LoadedRecipe) -> str:
+    ex = loaded.recipe.execution
+    if ex.executor == "ray":
+        return f"ray ({ex.device})"
+    if ex.devices:
+        return ", ".join(ex.devices)
+    from synthfer.models.load import build_device
+
+    return str(build_device(loaded))

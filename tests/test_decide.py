@@ -2,9 +2,10 @@
 
 import pytest
 
+from synthfer.filters import Decider
+from synthfer.io.records import NOT_MEASURED, UNDEFINED, Scores, score
 from synthfer.plan import Target
 from synthfer.recipe import Filters
-from synthfer.stages.decide import Decider
 
 NEUTRAL = Target("neutral", None, 0.0, 0.0, None, 0.0)
 CALM = Target("calm-100", "calm", 0.722, -0.692, 316.2, 1.0)
@@ -14,7 +15,16 @@ GOOD = {"quality": 30.0, "identity_similarity": 0.9, "pred_valence": 0.9, "pred_
 
 
 def _decider(**kw):
-    return Decider(Filters.model_validate(kw))
+    decider = Decider(Filters.model_validate(kw))
+    judge = decider.after_measurement
+    # scores as dicts here: None means undefined for a direction, not measured otherwise
+    decider.after_measurement = lambda target, values, finite: judge(target, _scores(values), finite)
+    return decider
+
+
+def _scores(values: dict) -> Scores:
+    missing = {"direction_error_deg": UNDEFINED, "pred_angle_deg": UNDEFINED}
+    return Scores(**{k: missing.get(k, NOT_MEASURED) if v is None else score(v) for k, v in values.items()})
 
 
 def test_every_failing_reason_is_recorded():

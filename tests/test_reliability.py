@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from synthfer.io.lock import OutputLock
+from synthfer.io.folder import LocalFolder
+from synthfer.io.layout import CURRENT
+from synthfer.io.lock import output_lock
 from synthfer.io.verify import verify
 from synthfer.worker import Worker
 from tests.conftest import SMALL
@@ -34,10 +36,9 @@ def _dataset_bytes(out: Path) -> dict[str, bytes]:
 def _committed_are_whole(out: Path) -> None:
     """What a reader can see (shards with a marker) is complete, whatever moment the kill hit."""
     from synthfer.io.shards import ShardStore
-    store = ShardStore(out)
-    for name in store.marker_names():
-        marker = json.loads(store.marker_path(name).read_text())
-        assert store.problem(name, marker, hashes=True) is None, name
+    store = ShardStore(LocalFolder(out))
+    for index in store.marker_indices():
+        assert store.problem(index, store.read_marker(index), hashes=True) is None, index
 
 
 def _run(recipe: Path, *args: str) -> subprocess.Popen:
@@ -86,7 +87,7 @@ def test_sigterm_abandons_cleanly(write_recipe, tmp_path):
 def test_a_second_build_on_a_locked_output_exits_75(cli, write_recipe, tmp_path):
     recipe = write_recipe(SMALL)
     (tmp_path / "out").mkdir()
-    with OutputLock(tmp_path / "out"):
+    with output_lock(LocalFolder(tmp_path / "out"), CURRENT):
         result = cli("build", recipe)
     assert result.exit_code == 75
     assert result.stderr.startswith(f"Error: {tmp_path / 'out'}: another build holds the lock (pid {os.getpid()} on ")
@@ -178,8 +179,8 @@ def test_shards_failing_every_retry_end_in_exit_3(cli, write_recipe, monkeypatch
 
 
 def test_disk_full_stops_the_build_and_keeps_committed_shards(cli, write_recipe, monkeypatch, tmp_path):
-    from synthfer.io import shards as shards_module
-    real = shards_module.tar_bytes
+    from synthfer.io import writer as writer_module
+    real = writer_module.tar_bytes
     calls = {"n": 0}
 
     def tar_bytes(members):
@@ -187,7 +188,7 @@ def test_disk_full_stops_the_build_and_keeps_committed_shards(cli, write_recipe,
         if calls["n"] == 3:
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(members)
-    monkeypatch.setattr(shards_module, "tar_bytes", tar_bytes)
+    monkeypatch.setattr(writer_module, "tar_bytes", tar_bytes)
     result = cli("build", write_recipe(EIGHT))
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines()[-1] == (

@@ -11,12 +11,13 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from pathlib import Path
 import yaml
 from PIL import Image
 
 from synthfer import circumplex, metrics
 from synthfer.errors import UsageError
-from synthfer.io.manifest import rows_to_table
+from synthfer.io.manifest import SCHEMA, rows_to_table
 from synthfer.recipe import Recipe
 from synthfer.report import load_run, write_report
 from synthfer.report.load import direction_of
@@ -29,9 +30,10 @@ ANGLE = {e.name: e.angle_deg for e in circumplex.emotions()}
 def _row(identity, target, angle, s, pred_angle=None, pred_s=None, status="accepted", reasons=()):
     """A manifest row whose score columns come from synthfer.metrics, as the assess stage's do."""
     tv, ta = (s * math.cos(math.radians(angle)), s * math.sin(math.radians(angle))) if angle is not None else (0, 0)
-    row = dict(key=f"{identity:07d}_{target}", shard=0, identity=identity, split="train", target=target,
+    row = dict.fromkeys(SCHEMA.names)   # every column; those not set here stay null
+    row.update(key=f"{identity:07d}_{target}", shard=0, identity=identity, split="train", target=target,
                target_angle_deg=angle, target_intensity=s, target_valence=tv, target_arousal=ta,
-               status=status, reject_reasons=list(reasons))
+               status=status, reject_reasons=list(reasons), identity_seed=identity)
     if pred_s is not None:
         pv, pa = pred_s * math.cos(math.radians(pred_angle)), pred_s * math.sin(math.radians(pred_angle))
         errors = metrics.va_errors([tv], [ta], [pv], [pa])
@@ -157,20 +159,20 @@ def test_missing_manifest_is_a_usage_error(tmp_path):
 
 def test_empty_manifest_still_renders(tmp_path):
     out = _output(tmp_path, [])
-    report = write_report(out)
+    report = Path(write_report(out)).parent
     assert (report / "metrics.csv").is_file() and (report / "report.html").is_file()
 
 
 def test_deterministic_and_stale_files_removed(hand):
-    first = write_report(hand, compare=hand, sheets=False)
+    first = Path(write_report(hand, compare=hand, sheets=False)).parent
     names = {p.name for p in first.iterdir()}
     assert {"compare.csv", "compare.md"} <= names
     with_compare = {p.name: p.read_bytes() for p in first.iterdir()}
-    again = write_report(hand, sheets=False)
+    again = Path(write_report(hand, sheets=False)).parent
     assert not (again / "compare.md").exists()  # an earlier --compare does not linger
     data = {p.name: p.read_bytes() for p in again.iterdir()}
     assert data["metrics.csv"] == with_compare["metrics.csv"]  # --compare adds, never changes
-    third = write_report(hand, sheets=False)
+    third = Path(write_report(hand, sheets=False)).parent
     assert {p.name: p.read_bytes() for p in third.iterdir()} == data
     assert b"Software" not in data["circumplex.png"] and b"matplotlib" not in data["circumplex.png"]
 
@@ -192,7 +194,7 @@ def protocol_report(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("protocol") / "out"
     build(load_recipe(REPO / "recipes" / "protocol.yaml", ["identities.count=3"], output=str(out)))
-    return write_report(out, compare=out)
+    return Path(write_report(out, compare=out)).parent
 
 
 def test_protocol_report_renders(protocol_report):

@@ -24,7 +24,7 @@ def test_set_into_a_scalar(cli, write_recipe):
 def test_unusable_lock_file(cli, write_recipe, tmp_path):
     (tmp_path / "out" / ".lock").mkdir(parents=True)
     line = _one_error(cli("build", write_recipe(SMALL)), 1)
-    assert line.startswith(f"Error: {tmp_path / 'out'}: cannot create the build lock .lock: ")
+    assert line.startswith(f"Error: {tmp_path / 'out' / '.lock'}: cannot open the build lock: ")
 
 
 def test_damaged_fingerprint_file(cli, write_recipe, tmp_path):

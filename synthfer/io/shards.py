@@ -1,11 +1,9 @@
-"""Shard output and the commit protocol.
+"""The commit protocol: a shard's files, then its marker, through the output folder.
 
-A shard is three files: shards/NAME.tar (WebDataset), parts/NAME.parquet (its manifest rows) and
-parts/NAME.done.json (the commit marker). Tar and part are written as temporaries, fsynced and
-renamed; the marker, written the same way, comes last and records both files' sizes and
-sha256s. Readers and resume trust a shard only through its marker, so "marker last" is what
-makes a shard visible; on an object store, where each object is written whole, the same order
-holds without any rename.
+A shard is its data files (accepted tar, rejected tar with keep_rejected, the Parquet part) and
+a marker written last that lists each file with its size and sha256. Readers and resume trust a
+shard only through its marker, so "marker last" is what makes a shard visible: locally each file
+is renamed into place whole before the marker is, on an object store each is one PUT.
 """
 
 from __future__ import annotations
@@ -13,13 +11,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import shutil
 import tarfile
 from dataclasses import dataclass
-from pathlib import Path
 
-from synthfer.io import atomic
-from synthfer.io.manifest import write_part
+from synthfer.io.folder import OutputFolder
+from synthfer.io.layout import CURRENT, Layout
+from synthfer.io.lock import check_lease
 
 # Fixed tar header fields: the same members give the same bytes on any machine, at any time.
 _MTIME = 0
@@ -46,111 +43,97 @@ def tar_bytes(members: list[Member]) -> bytes:
     return buf.getvalue()
 
 
-def _digest(path: Path) -> dict:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return {"size": path.stat().st_size, "sha256": h.hexdigest()}
+def shard_name(index: int) -> str:
+    return f"shard-{index:06d}"
 
 
 class ShardStore:
-    """The shard files of one output directory."""
+    """The committed shards of one output folder."""
 
-    def __init__(self, root: Path):
-        self.root = Path(root)
-        self.shard_dir = self.root / "shards"
-        self.part_dir = self.root / "parts"
+    def __init__(self, folder: OutputFolder, layout: Layout = CURRENT):
+        self.folder, self.layout = folder, layout
 
-    def tar_path(self, name: str) -> Path:
-        return self.shard_dir / f"{name}.tar"
-
-    def part_path(self, name: str) -> Path:
-        return self.part_dir / f"{name}.parquet"
-
-    def marker_path(self, name: str) -> Path:
-        return self.part_dir / f"{name}.done.json"
-
-    def prepare(self) -> list[Path]:
-        """Create the folders; remove temporaries that crashed writers left behind."""
-        self.shard_dir.mkdir(parents=True, exist_ok=True)
-        self.part_dir.mkdir(parents=True, exist_ok=True)
-        return atomic.remove_stale_temporaries(self.shard_dir) + atomic.remove_stale_temporaries(self.part_dir)
-
-    def rejected_path(self, name: str) -> Path:
-        return self.shard_dir / f"{name.replace('shard-', 'rejected-', 1)}.tar"
-
-    def commit(self, name: str, members: list[Member], rejected: list[Member] | None, rows: list[dict],
-               info: dict) -> dict:
-        """Write the tar(s) and the part, then the marker. Returns the marker's content.
-
-        rejected: members of shards/rejected-NNNNNN.tar (output.keep_rejected), or None for no file.
-        """
-        files = [(self.tar_path(name), tar_bytes(members))]
-        if rejected is not None:
-            files.append((self.rejected_path(name), tar_bytes(rejected)))
-        temps = []
-        for final, data in files:
-            tmp = atomic.temp_path(final)
-            tmp.write_bytes(data)
-            temps.append((tmp, final))
-        temps.append((write_part(self.part_path(name), rows), self.part_path(name)))
-        for tmp, final in temps:
-            atomic.publish(tmp, final)
-        marker = dict(info, shard=name, rows=len(rows), images=sum(m.name.endswith(".json") for m in members),
-                      files={str(final.relative_to(self.root)): _digest(final) for _, final in temps})
-        atomic.write_json(self.marker_path(name), marker)
+    def commit(self, index: int, files: dict[str, bytes], info: dict) -> dict:
+        """Write the shard's files, then its marker. Returns the marker's content."""
+        check_lease(self.folder, self.layout)  # a build that lost its lease must not publish more
+        self.folder.write_all(files.items())
+        marker = dict(info, shard=shard_name(index),
+                      files={rel: {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+                             for rel, data in sorted(files.items())})
+        self.folder.write(self.layout.marker(index), (json.dumps(marker, indent=2, sort_keys=True) + "\n").encode())
         return marker
 
-    def marker(self, name: str) -> dict | None:
-        """The marker of a committed shard whose files are present with the recorded sizes, else None."""
-        try:
-            marker = json.loads(self.marker_path(name).read_text())
-        except (OSError, ValueError):
-            return None
-        return marker if self.problem(name, marker, hashes=False) is None else None
+    def marker_indices(self) -> list[int]:
+        found = (self.layout.marker_index(e.name) for e in self.folder.list(self.layout.marker_dir))
+        return sorted(i for i in found if i is not None)
 
-    def problem(self, name: str, marker: dict, hashes: bool) -> str | None:
+    def read_marker(self, index: int) -> dict:
+        """A marker's content; OSError / ValueError when it cannot be read as one."""
+        marker = json.loads(self.folder.read_bytes(self.layout.marker(index)))
+        if not isinstance(marker, dict):
+            raise ValueError("not a JSON object")
+        return marker
+
+    def problem(self, index: int, marker: dict, hashes: bool) -> str | None:
         """What is wrong with a committed shard's files (size, or sha256 when `hashes`), else None."""
-        try:
-            for rel, digest in marker["files"].items():
-                path = self.root / rel
-                if not path.is_file():
-                    return f"{rel} is missing"
-                if path.stat().st_size != digest["size"]:
-                    return f"{rel} has {path.stat().st_size} bytes, its marker says {digest['size']}"
-                if hashes and _digest(path)["sha256"] != digest["sha256"]:
-                    return f"{rel} does not match its sha256"
-        except (KeyError, TypeError, AttributeError):
+        files = marker.get("files")
+        if not isinstance(files, dict) or not isinstance(marker.get("rows"), int):
             return "its marker is malformed"
+        if self.layout.part(index) not in files:
+            return "its marker lists no manifest part"
+        try:
+            for rel, digest in sorted(files.items()):
+                if not isinstance(digest, dict):
+                    return "its marker is malformed"
+                try:
+                    size = self.folder.size(rel)
+                except FileNotFoundError:
+                    return f"{rel} is missing"
+                if size != digest.get("size"):
+                    return f"{rel} has {size} bytes, its marker says {digest.get('size')}"
+                if hashes and self.folder.digest(rel)["sha256"] != digest.get("sha256"):
+                    return f"{rel} does not match its sha256"
+        except OSError as err:
+            return f"cannot be read ({err.strerror or err})"
         return None
 
-    def marker_names(self) -> list[str]:
-        if not self.part_dir.is_dir():
-            return []
-        return sorted(p.name[: -len(".done.json")] for p in self.part_dir.glob("shard-*.done.json"))
+    def committed(self) -> dict[int, dict]:
+        """Index -> marker of every committed shard whose files are present with the recorded sizes."""
+        out = {}
+        for index in self.marker_indices():
+            try:
+                marker = self.read_marker(index)
+            except (OSError, ValueError):
+                continue
+            if self.problem(index, marker, hashes=False) is None:
+                out[index] = marker
+        return out
 
-    def committed(self) -> dict[str, dict]:
-        """Name -> marker of every committed shard on disk (files present with recorded sizes)."""
-        return {n: m for n in self.marker_names() if (m := self.marker(n)) is not None}
+    def owned_files(self, index: int, marker: dict | None = None) -> list[str]:
+        """Every file name this shard may have: its marker's list and the layout's names."""
+        listed = list((marker or {}).get("files") or {}) if isinstance(marker, dict) else []
+        defaults = [self.layout.part(index)] + [name for split in ("train", "val", "test")
+                                                for name in (self.layout.tar(index, split),
+                                                             self.layout.rejected_tar(index, split))]
+        return sorted({rel for rel in listed + defaults if self.layout.is_shard_file(rel)})
 
-    def retract(self, name: str) -> None:
+    def retract(self, index: int) -> None:
         """Make a shard invisible (marker first), then delete its files."""
-        self.marker_path(name).unlink(missing_ok=True)
-        atomic.fsync_dir(self.part_dir)
-        for path in (self.tar_path(name), self.rejected_path(name), self.part_path(name)):
-            path.unlink(missing_ok=True)
+        try:
+            marker = self.read_marker(index)
+        except (OSError, ValueError):
+            marker = None
+        self.folder.remove(self.layout.marker(index))
+        for rel in self.owned_files(index, marker):
+            self.folder.remove(rel)
 
-    def clear(self) -> None:
-        """Remove every dataset file of this output (shards invisible first), keeping the folder."""
-        for name in self.marker_names():
-            self.retract(name)
-        for folder in (self.shard_dir, self.part_dir):
-            if folder.is_dir():
-                for path in folder.iterdir():
-                    if path.is_file() and (path.suffix in (".tar", ".parquet", ".json") or atomic.TMP_TAG in path.name):
-                        path.unlink()
-        for name in ("manifest.parquet", "run.json", "fingerprint.json"):
-            (self.root / name).unlink(missing_ok=True)
-        if (self.root / "report").is_dir():  # a report of the old build would describe data that is gone
-            shutil.rmtree(self.root / "report")
+    def garbage(self) -> list[str]:
+        """Shard files no marker accounts for: left by a build that died before committing them."""
+        referenced: set[str] = set()
+        for index in self.marker_indices():
+            try:
+                referenced.update(self.read_marker(index).get("files") or {})
+            except (OSError, ValueError, AttributeError):
+                continue
+        found = [rel for folder in self.layout.shard_dirs for rel in self.folder.files(folder)]
+        return [rel for rel in sorted(found) if self.layout.is_shard_file(rel) and rel not in referenced]

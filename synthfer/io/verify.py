@@ -4,92 +4,99 @@ the shards (every row's members exist with the recorded image hash, nothing extr
 from __future__ import annotations
 
 import hashlib
-import json
 import tarfile
-from pathlib import Path
 
-import pyarrow.parquet as pq
+from synthfer.errors import UsageError, first_line
+from synthfer.io.folder import OutputFolder, open_folder
+from synthfer.io.layout import CURRENT, Layout
+from synthfer.io.manifest import read_manifest
+from synthfer.io.shards import ShardStore, shard_name
 
-from synthfer.errors import UsageError
-from synthfer.io.manifest import SCHEMA
-from synthfer.io.shards import ShardStore
+_STATUS_TARS = {"accepted": "tar", "rejected": "rejected_tar"}
 
 
-def verify(out: Path) -> tuple[list[str], dict]:
+def verify(folder: OutputFolder | str, layout: Layout = CURRENT) -> tuple[list[str], dict]:
     """(problems, counts). An empty problem list means the output is whole."""
-    out = Path(out)
-    store = ShardStore(out)
-    if not store.part_dir.is_dir() and not (out / "manifest.parquet").exists():
-        raise UsageError(f"{out}: not a synthfer output (no parts/ and no manifest.parquet)")
+    folder = folder if isinstance(folder, OutputFolder) else open_folder(folder)
+    store = ShardStore(folder, layout)
+    if not folder.is_dir(layout.marker_dir) and not folder.exists(layout.manifest):
+        raise UsageError(f"{folder.location}: not a synthfer output (no {layout.marker_dir}/ and no {layout.manifest})")
     problems: list[str] = []
     markers = {}
-    for name in store.marker_names():
+    indices = store.marker_indices()
+    for index in indices:
         try:
-            marker = json.loads(store.marker_path(name).read_text())
+            marker = store.read_marker(index)
         except (OSError, ValueError) as err:
-            problems.append(f"{name}: unreadable marker: {err}")
+            problems.append(f"{shard_name(index)}: unreadable marker: {first_line(err)}")
             continue
-        problem = store.problem(name, marker, hashes=True)
+        problem = store.problem(index, marker, hashes=True)
         if problem:
-            problems.append(f"{name}: {problem}")
+            problems.append(f"{shard_name(index)}: {problem}")
         else:
-            markers[name] = marker
-    manifest_rows = 0
-    manifest = out / "manifest.parquet"
-    if not manifest.exists():
-        problems.append("manifest.parquet is missing")
-    else:
-        try:
-            table = pq.read_table(manifest, schema=SCHEMA)
-        except (OSError, ValueError, TypeError) as err:  # pyarrow's ArrowInvalid is a ValueError
-            problems.append(f"manifest.parquet cannot be read as a synthfer manifest: {str(err).splitlines()[0]}")
-            return problems, {"shards": len(store.marker_names()), "valid_shards": len(markers), "manifest_rows": 0}
-        manifest_rows = table.num_rows
-        expected = sum(m.get("rows", 0) for m in markers.values())
-        if manifest_rows != expected:
-            problems.append(f"manifest.parquet has {manifest_rows} rows, the valid committed shards hold {expected}")
-        problems += _members_match(store, markers, table.to_pylist())
-    return problems, {"shards": len(store.marker_names()), "valid_shards": len(markers), "manifest_rows": manifest_rows}
+            markers[index] = marker
+    counts = {"shards": len(indices), "valid_shards": len(markers), "manifest_rows": 0}
+    if not folder.exists(layout.manifest):
+        problems.append(f"{layout.manifest} is missing")
+        return problems, counts
+    try:
+        table = read_manifest(folder, layout.manifest)
+    except (OSError, ValueError, TypeError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        problems.append(f"{layout.manifest} cannot be read as a synthfer manifest: {first_line(err)}")
+        return problems, counts
+    counts["manifest_rows"] = table.num_rows
+    expected = sum(m.get("rows", 0) for m in markers.values())
+    if table.num_rows != expected:
+        problems.append(f"{layout.manifest} has {table.num_rows} rows, the valid committed shards hold {expected}")
+    problems += _members_match(store, markers, table.to_pylist())
+    return problems, counts
 
 
 def _members_match(store: ShardStore, markers: dict, rows: list[dict]) -> list[str]:
     problems = []
-    by_shard: dict[str, list[dict]] = {}
+    by_shard: dict[int, list[dict]] = {}
     for row in rows:
         if row["shard"] is None or row["key"] is None or row["status"] is None:
             problems.append(f"manifest row {row.get('key')!r} lacks its key, shard or status")
             continue
-        by_shard.setdefault(f"shard-{row['shard']:06d}", []).append(row)
-    for name, shard_rows in sorted(by_shard.items()):
-        if name not in markers:
-            problems.append(f"manifest rows of {name} but the shard is not validly committed")
+        by_shard.setdefault(row["shard"], []).append(row)
+    for index, shard_rows in sorted(by_shard.items()):
+        if index not in markers:
+            problems.append(f"manifest rows of {shard_name(index)} but the shard is not validly committed")
             continue
-        tars = {"accepted": store.tar_path(name), "rejected": store.rejected_path(name)}
+        split = markers[index].get("split", "")
+        tars = {status: getattr(store.layout, attr)(index, split) for status, attr in _STATUS_TARS.items()}
         try:
-            members = {status: _member_hashes(path) for status, path in tars.items() if path.exists()}
-        except (tarfile.TarError, OSError) as err:
-            problems.append(f"{name}: its tar cannot be read: {err}")
+            members = {status: _member_hashes(store.folder, rel) for status, rel in tars.items()
+                       if store.folder.exists(rel)}
+        except (tarfile.TarError, OSError, EOFError) as err:
+            problems.append(f"{shard_name(index)}: its tar cannot be read: {first_line(err)}")
             continue
         seen = {status: set() for status in members}
         for row in shard_rows:
+            status = row["status"]
             if row["image_sha256"] is None:
                 continue
-            found = members.get(row["status"], {})
+            if status not in tars:
+                problems.append(f"{shard_name(index)}: {row['key']} has an image but status {status!r}")
+                continue
+            found = members.get(status, {})
             image = next((n for n in found if n.startswith(row["key"] + ".") and not n.endswith(".json")), None)
             if image is None or row["key"] + ".json" not in found:
-                problems.append(f"{name}: {row['key']} ({row['status']}) has no image and json in {tars[row['status']].name}")
+                problems.append(f"{shard_name(index)}: {row['key']} ({status}) has no image and json in "
+                                f"{tars[status]}")
                 continue
             if found[image] != row["image_sha256"]:
-                problems.append(f"{name}: {image} does not match the manifest's image_sha256")
-            seen[row["status"]].update({image, row["key"] + ".json"})
+                problems.append(f"{shard_name(index)}: {image} does not match the manifest's image_sha256")
+            seen[status].update({image, row["key"] + ".json"})
         for status, found in members.items():
             extra = sorted(set(found) - seen[status])
             if extra:
-                problems.append(f"{name}: {tars[status].name} holds {len(extra)} members not in the manifest "
-                                f"(first: {extra[0]})")
+                problems.append(f"{shard_name(index)}: {tars[status]} holds {len(extra)} members not in the "
+                                f"manifest (first: {extra[0]})")
     return problems
 
 
-def _member_hashes(path: Path) -> dict[str, str]:
-    with tarfile.open(path) as tar:
-        return {m.name: hashlib.sha256(tar.extractfile(m).read()).hexdigest() for m in tar.getmembers() if m.isfile()}
+def _member_hashes(folder: OutputFolder, rel: str) -> dict[str, str]:
+    with folder.open(rel) as f, tarfile.open(fileobj=f, mode="r:") as tar:
+        return {m.name: hashlib.sha256(tar.extractfile(m).read()).hexdigest() for m in tar if m.isfile()}

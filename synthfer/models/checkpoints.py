@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from synthfer.errors import ModelFileError, OutputError
+from synthfer.io.folder import write_file
 from synthfer.models import nvlabs_pickle
 from synthfer.models.emostyle import EmoMappingWplus
 from synthfer.models.nvlabs_pickle import generator_from_nvlabs_kwargs, nvlabs_to_rosinality
@@ -311,7 +312,10 @@ def convert(src: str | Path, dst: str | Path) -> dict:
     if info["latent_avg"] is not None:
         metadata["latent_avg"] = info["latent_avg"]
     data = _safetensors_bytes(module.state_dict(), metadata)
-    _write_atomic(Path(dst), data)
+    try:
+        write_file(dst, data)
+    except OSError as err:
+        raise OutputError(f"{dst}: cannot write: {err.strerror or err}") from None
     info.update({"path": str(dst), "format": "safetensors", "layout": "synthfer",
                  "contents": f"synthfer-converted {'generator' if kind == GENERATOR_FORMAT else 'editor'}",
                  "latent_avg": "stored" if info["latent_avg"] else None,
@@ -338,21 +342,6 @@ def _safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)  # tensor data starts 8-byte aligned, as the library writes it
     return len(text).to_bytes(8, "little") + text + b"".join(chunks)
-
-
-def _write_atomic(dst: Path, data: bytes) -> None:
-    """Temp file in dst's folder, fsync, os.replace: readers never see a half-written file."""
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dst)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"{dst}: cannot write: {err.strerror or err}") from None
 
 
 def read_onnx(path: str | Path) -> bytes:

@@ -101,6 +101,10 @@ class EmoMappingWplus(nn.Module):
         assert delta.shape == ws.shape
         return delta
 
+    def edit(self, ws: torch.Tensor, va: torch.Tensor) -> torch.Tensor:
+        """The editor interface every editor kind provides: ws [N, L, D] moved toward va [N, 2]."""
+        return ws + self(ws, va)
+
     def forward_loop(self, ws: torch.Tensor, va: torch.Tensor) -> torch.Tensor:
         """Reference: one MLP call per W+ row, as the original code does (tests only)."""
         ws, emo = self._inputs(ws, va)

@@ -16,7 +16,15 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from synthfer.errors import RecipeError, UsageError
+from synthfer.io.folder import check_location, is_url, open_folder
+from synthfer.models import registry
 from synthfer.recipe.schema import FORMAT_VERSION, Recipe
+
+# YAML aliases can make a small file expand to billions of values ("billion laughs"); a recipe
+# never needs more than this many.
+MAX_VALUES = 100_000
+_ROLES = ("generator", "editor", "quality", "va")
+
 
 class LoadedRecipe:
     """A validated recipe plus where it came from: file, folder for relative paths, overrides."""
@@ -31,13 +39,20 @@ class LoadedRecipe:
         return p if p.is_absolute() else (self.path.parent / p).resolve()
 
     @property
-    def output_dir(self) -> Path:
-        return self.resolve(self.recipe.output.dir)
+    def output_location(self) -> str:
+        """The output folder: an absolute local path, or a URL as written."""
+        where = self.recipe.output.dir
+        return where if is_url(where) else str(self.resolve(where))
+
+    def output_folder(self):
+        """The output folder object (io/folder.py), the only thing that writes there."""
+        return open_folder(self.output_location, self.recipe.output.storage_options)
 
     def resolved(self) -> dict:
         """Every default filled in, paths absolute: what run.json records."""
         data = self.recipe.model_dump(mode="json")
-        data["output"]["dir"] = str(self.output_dir)
+        data["output"]["dir"] = self.output_location
+        data["output"].pop("storage_options", None)  # may hold credentials
         for role, _, field, value in self.model_files():
             data["models"][role][field] = str(self.resolve(value))
         return data
@@ -45,12 +60,10 @@ class LoadedRecipe:
     def model_files(self) -> list[tuple[str, object, str, str]]:
         """(role, spec, field name, path as written) for every model given by a file."""
         out = []
-        for role in ("generator", "editor", "quality", "va"):
+        for role in _ROLES:
             spec = getattr(self.recipe.models, role)
-            for field in ("checkpoint", "path"):
-                value = getattr(spec, field, None) if spec is not None else None
-                if value:
-                    out.append((role, spec, field, value))
+            if spec is not None:
+                out += [(role, spec, field, value) for field, value in spec.file_paths().items()]
         return out
 
     def fingerprint_inputs(self, model_hashes: dict[str, str], device_type: str) -> dict:
@@ -63,13 +76,15 @@ class LoadedRecipe:
         # Where and how shards are scheduled changes no byte: left out.
         for key in ("executor", "retries", "ray", "devices"):
             del data["execution"][key]
-        del data["output"]["dir"], data["name"]
+        for key in ("dir", "lock", "storage_options"):
+            del data["output"][key]
+        del data["name"]
         # The device that runs, not the one asked for: "auto" is a CPU here and a GPU there.
         data["execution"]["device"] = device_type
-        for spec in data["models"].values():
-            if spec:
-                spec.pop("checkpoint", None)
-                spec.pop("path", None)
+        for role in _ROLES:
+            spec = getattr(self.recipe.models, role)
+            for field in getattr(spec, "files", ()):
+                data["models"][role].pop(field, None)
         return {"recipe": data, "models": model_hashes, "format_version": FORMAT_VERSION}
 
     def fingerprint(self, model_hashes: dict[str, str], device_type: str) -> str:
@@ -113,12 +128,17 @@ def load_recipe(path: str | Path, overrides: list[str] = (), output: str | None 
         raise RecipeError([f"{label}: cannot read: {getattr(err, 'strerror', None) or err}"]) from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None and _expanded_size(node) > MAX_VALUES:
+            raise RecipeError([f"{label}: expands to more than {MAX_VALUES:,} values through YAML aliases; "
+                               f"refused (a recipe needs far fewer)"])
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{label}:{mark.line + 1}" if mark else label
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise RecipeError([f"{where}: YAML syntax error: {problem}"]) from None
+    except RecursionError:
+        raise RecipeError([f"{label}: nested too deeply to be a recipe"]) from None
     if data is None:
         raise RecipeError([f"{label}: the file is empty; a recipe is a mapping such as `name: demo`"])
     if not isinstance(data, dict):
@@ -139,7 +159,7 @@ def load_recipe(path: str | Path, overrides: list[str] = (), output: str | None 
         if not isinstance(data["output"], dict):
             data["output"] = {}
         # A command-line path means what it says from where the user stands, not from the recipe.
-        data["output"]["dir"] = str(Path(output).expanduser().absolute())
+        data["output"]["dir"] = output if is_url(output) else str(Path(output).expanduser().absolute())
         applied[("output", "dir")] = f"--output {output}"
 
     try:
@@ -149,6 +169,11 @@ def load_recipe(path: str | Path, overrides: list[str] = (), output: str | None 
 
     loaded = LoadedRecipe(recipe, path, list(overrides))
     problems = []
+    try:
+        check_location(recipe.output.dir)
+    except ValueError as err:
+        loc = ("output", "dir")
+        problems.append(f"{_where(label, lines, applied, loc)}: output.dir: {err}")
     for role, _, field, value in loaded.model_files():
         if not loaded.resolve(value).is_file():
             loc = ("models", role, field)
@@ -157,6 +182,24 @@ def load_recipe(path: str | Path, overrides: list[str] = (), output: str | None 
     if problems:
         raise RecipeError(problems)
     return loaded
+
+
+def _expanded_size(node, memo: dict | None = None) -> int:
+    """How many values the document holds once every alias is expanded (shared nodes counted
+    once per use, computed once each)."""
+    memo = {} if memo is None else memo
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    memo[key] = MAX_VALUES + 1  # a node reached again while being counted: a cycle, refuse
+    if isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(v, memo) for v in node.value)
+    else:
+        size = 1
+    memo[key] = min(size, MAX_VALUES + 1)
+    return memo[key]
 
 
 def _yaml_type(value: Any) -> str:
@@ -196,6 +239,10 @@ def _where(label: str, lines: dict, applied: dict, loc: tuple) -> str:
     for n in range(len(loc), 0, -1):
         if loc[:n] in applied:
             return applied[loc[:n]]
+    bare = tuple(p for p in loc if p != "<key>")
+    for path, source in applied.items():  # a --set that created this field (or something below it)
+        if bare and path[:len(bare)] == bare and bare not in lines:
+            return source
     for n in range(len(loc), -1, -1):
         if loc[:n] in lines:
             return f"{label}:{lines[loc[:n]]}"
@@ -219,16 +266,29 @@ def _describe(error: dict, label: str, lines: dict, applied: dict) -> str:
     loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and ("[" in p or p in
                 ("str", "int", "float", "list", "none", "bool", "function-after", "literal"))))
     kind, msg, value = error["type"], error["msg"], error.get("input")
+    spec = None  # the model kind's block, when the error is inside models.<role>
+    if loc[:1] == ("models",) and len(loc) >= 2 and loc[1] in _ROLES:
+        known = registry.kinds(loc[1])
+        if kind == "union_tag_invalid":
+            return (f"{_where(label, lines, applied, loc[:2] + ('kind',))}: {_field_path(loc[:2])}.kind: unknown "
+                    f"kind {_kind_of(value)!r} (known: {', '.join(known)})")
+        if len(loc) >= 3 and loc[2] in known:
+            spec = known[loc[2]].spec
+            loc = loc[:2] + loc[3:]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
     if msg.startswith("@[") and "]@" in msg:  # _PathError: point below the validated field
         sub, msg = msg[1:].split("]@", 1)
         loc = loc + tuple(json.loads(sub + "]"))
     if kind == "extra_forbidden":
-        parent = _model_at(loc[:-1])
+        parent = spec if spec is not None and len(loc) == 3 else _model_at(loc[:-1])
         allowed = ", ".join(parent.model_fields) if parent else ""
         where = _where(label, lines, applied, loc + ("<key>",))
-        return f"{where}: {_field_path(loc)}: unknown key" + (f" (allowed: {allowed})" if allowed else "")
+        hint = ""
+        if spec is not None and len(loc) == 3:  # a field of another kind of this role?
+            others = [name for name, k in registry.kinds(loc[1]).items() if loc[2] in k.spec.model_fields]
+            hint = f"; kind {others[0]} has it" if others else ""
+        return f"{where}: {_field_path(loc)}: unknown key" + (f" (allowed: {allowed}{hint})" if allowed else "")
     if kind == "missing":
         return f"{_where(label, lines, applied, loc)}: {_field_path(loc)}: required field is missing"
     if kind.endswith("_type") or kind.endswith("_parsing") or kind in ("int_from_float", "model_type", "finite_number"):
@@ -238,6 +298,10 @@ def _describe(error: dict, label: str, lines: dict, applied: dict) -> str:
                   "string_too_short"):
         msg = msg.replace("Input should be", "must be").replace("String should have", "must have") + f", got {_show(value)}"
     return f"{_where(label, lines, applied, loc)}: {_field_path(loc)}: {msg}"
+
+
+def _kind_of(value: Any) -> Any:
+    return value.get("kind", "builtin") if isinstance(value, dict) else value
 
 
 def _show(value: Any) -> str:

@@ -6,19 +6,22 @@ loader can name `targets.intensities[2]` rather than `targets.intensities`.
 
 from __future__ import annotations
 
-import json
-from typing import Literal
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Discriminator, Field, Tag, create_model, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 from synthfer import circumplex
+from synthfer.filters import Band, Filters, Thresholds, check_models
+from synthfer.models import kinds as _kinds  # noqa: F401  (registers the shipped model kinds)
+from synthfer.models import registry, specs
+from synthfer.models.specs import (BuiltinEditor, BuiltinGenerator, EmoStyleEditor, Preprocess, QualityPreprocess,
+                                   QualitySpec, StyleGAN2Generator, VAPreprocess, VASpec)
+from synthfer.blocks import IndexedError as _IndexedError
+from synthfer.blocks import PathError as _PathError
+from synthfer.blocks import Strict as _Strict
 
 FORMAT_VERSION = 1
-
-
-class _Strict(BaseModel):
-    # strict: YAML already gives typed values, so "3" for a count is a mistake, not a number.
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class Identities(_Strict):
@@ -90,145 +93,27 @@ class Targets(_Strict):
         return [circumplex.find(n) for n in self.emotions]
 
 
-class _WeightsSpec(_Strict):
-    """A model that is either a builtin stand-in or a weights file."""
-
-    @model_validator(mode="after")
-    def _needs_file(self):
-        if self.kind != "builtin" and not self.checkpoint:
-            raise _PathError(("checkpoint",), f"kind {self.kind} needs a checkpoint file")
-        return self
+def _kind_tag(value: Any) -> Any:
+    """The kind a model block asks for; `builtin` when it names none."""
+    if isinstance(value, dict):
+        return value.get("kind", "builtin")
+    return getattr(value, "kind", None)
 
 
-class GeneratorSpec(_WeightsSpec):
-    kind: Literal["builtin", "stylegan2"] = "builtin"  # builtin: untrained 64 px stand-in
-    checkpoint: str | None = None                     # stylegan2 weights file
-    seed: int = Field(0, ge=0)                        # builtin weights' seed
-    resolution: int = 64                              # builtin only: image side (real files say their own)
-    channel_max: int = Field(64, ge=8, le=512)        # builtin only: channel cap
-
-    @field_validator("resolution")
-    @classmethod
-    def _power_of_two(cls, v):
-        if v < 8 or v > 1024 or v & (v - 1):
-            raise ValueError(f"must be a power of two from 8 to 1024, got {v}")
-        return v
+def _role_type(role: str):
+    members = tuple(Annotated[k.spec, Tag(name)] for name, k in registry.kinds(role).items())
+    return Annotated[Union[members], Discriminator(_kind_tag)]
 
 
-class EditorSpec(_WeightsSpec):
-    kind: Literal["builtin", "emostyle"] = "builtin"  # builtin: untrained EmoMappingWplus stand-in
-    checkpoint: str | None = None                    # emo_mapping_wplus_*.pt
-    seed: int = Field(0, ge=0)                       # builtin weights' seed
+def _models_class():
+    """The `models` block, one field per role, each a union of that role's registered kinds."""
+    defaults = {"generator": specs.BuiltinGenerator(), "editor": specs.BuiltinEditor()}
+    fields = {role: (_role_type(role), defaults[role]) if role in defaults else (Optional[_role_type(role)], None)
+              for role in registry.ROLES}
+    return create_model("Models", __base__=_Strict, **fields)
 
 
-class Preprocess(_Strict):
-    """How an image is turned into a model input: crop, resize, channel order, normalisation."""
-    crop: list[float] = [0.1, 0.1, 0.9, 0.9]      # left, top, right, bottom as fractions of the frame
-    size: int = Field(112, ge=8, le=2048)         # model input side
-    resample: Literal["nearest", "bilinear", "bicubic", "area"] = "bilinear"
-    channels: Literal["rgb", "bgr"] = "rgb"
-    scale: float = Field(1 / 255, gt=0)           # pixel values (0..255) are multiplied by this,
-    mean: list[float] = [0.0, 0.0, 0.0]           # then (x - mean) / std per channel, in model order
-    std: list[float] = [1.0, 1.0, 1.0]
-
-    @field_validator("crop")
-    @classmethod
-    def _crop(cls, v):
-        if len(v) != 4 or not (0 <= v[0] < v[2] <= 1 and 0 <= v[1] < v[3] <= 1):
-            raise ValueError(f"must be [left, top, right, bottom] fractions with 0 <= left < right <= 1 "
-                             f"and 0 <= top < bottom <= 1, got {v}")
-        return v
-
-    @field_validator("mean", "std")
-    @classmethod
-    def _three(cls, v, info):
-        if len(v) != 3 or (info.field_name == "std" and any(x <= 0 for x in v)):
-            raise ValueError(f"must be three numbers{' > 0' if info.field_name == 'std' else ''}, got {v}")
-        return v
-
-
-class QualityPreprocess(Preprocess):
-    """MagFace's convention: aligned 112x112 BGR in [0, 1]; FFHQ frames are aligned, so a fixed crop."""
-    channels: Literal["rgb", "bgr"] = "bgr"
-
-
-class VAPreprocess(Preprocess):
-    """EmoNet as EmoStyle and the paper use it: central 80%, nearest resize to 256, RGB in [0, 1]."""
-    size: int = Field(256, ge=8, le=2048)
-    resample: Literal["nearest", "bilinear", "bicubic", "area"] = "nearest"
-
-
-class QualitySpec(_Strict):
-    kind: Literal["builtin", "onnx"] = "builtin"      # builtin: untrained ONNX stand-in
-    path: str | None = None                           # .onnx file for kind onnx
-    input_name: str | None = None                     # needed only when the model has several inputs
-    output_name: str | None = None                    # default: the model's first output
-    output: Literal["embedding", "scalar"] = "embedding"  # embedding: quality = L2 norm, identity = direction
-    quality_scale: Literal["magnitude", "ofiq"] = "magnitude"  # ofiq: 100 / (1 + exp((23 - mag) / 2.6))
-    preprocess: QualityPreprocess = QualityPreprocess()
-
-    @model_validator(mode="after")
-    def _needs_file(self):
-        if self.kind == "onnx" and not self.path:
-            raise _PathError(("path",), "kind onnx needs a path to the .onnx file")
-        return self
-
-
-class VASpec(_Strict):
-    kind: Literal["builtin", "onnx"] = "builtin"
-    path: str | None = None
-    input_name: str | None = None
-    output_name: str | None = None
-    valence_index: int = Field(0, ge=0)               # HSEmotion *_va_mtl: 8 and 9
-    arousal_index: int = Field(1, ge=0)
-    preprocess: VAPreprocess = VAPreprocess()
-
-    @model_validator(mode="after")
-    def _needs_file(self):
-        if self.kind == "onnx" and not self.path:
-            raise _PathError(("path",), "kind onnx needs a path to the .onnx file")
-        if self.valence_index == self.arousal_index:
-            raise _PathError(("arousal_index",), f"must differ from valence_index, both are {self.arousal_index}")
-        return self
-
-
-class Models(_Strict):
-    generator: GeneratorSpec = GeneratorSpec()
-    editor: EditorSpec = EditorSpec()
-    quality: QualitySpec | None = None                # None: quality and identity not measured
-    va: VASpec | None = None                          # None: VA not measured
-
-
-class Thresholds(_Strict):
-    """VA-accuracy limits; a sample beyond any of them is rejected. None = not checked."""
-    max_direction_error_deg: float | None = Field(None, gt=0, le=180)
-    max_distance: float | None = Field(None, gt=0)
-    max_magnitude_error: float | None = Field(None, gt=0)
-
-    def va_limits(self) -> dict:
-        return {k: v for k, v in (("va_direction", self.max_direction_error_deg), ("va_distance", self.max_distance),
-                                  ("va_magnitude", self.max_magnitude_error)) if v is not None}
-
-
-class Band(Thresholds):
-    """Target directions where the editor is known to miss (EmoStyle: 242 to 329 degrees).
-
-    skip: not generated (row status skipped); reject: generated, measured, always rejected;
-    verify: kept only if it passes the accuracy limits (the band's own, else the global ones).
-    """
-    from_deg: float = Field(ge=0, lt=360)
-    to_deg: float = Field(ge=0, le=360)
-    action: Literal["skip", "reject", "verify"] = "verify"
-
-    @property
-    def label(self) -> str:
-        return f"{self.from_deg:g}-{self.to_deg:g}"
-
-
-class Filters(Thresholds):
-    min_quality: float | None = None                  # on models.quality.quality_scale
-    min_identity_similarity: float | None = Field(None, ge=-1, le=1)  # cosine to the identity's neutral
-    failure_bands: list[Band] = []
+Models = _models_class()
 
 
 class ImageSpec(_Strict):
@@ -256,6 +141,8 @@ class Output(_Strict):
     image: ImageSpec = ImageSpec()
     splits: Splits = Splits()
     keep_rejected: bool = False                      # rejected images go to shards/rejected-*.tar
+    lock: Literal["auto", "flock", "lease"] = "auto"  # auto: flock on local folders, a lease on object stores
+    storage_options: dict[str, Any] = {}             # passed to fsspec for URLs (endpoint_url, profile, ...)
 
 
 def _check_device(v: str) -> str:
@@ -309,47 +196,31 @@ class Recipe(_Strict):
     seed: int = Field(0, ge=0, lt=2**63)
     identities: Identities = Identities()
     targets: Targets = Targets()
-    models: Models = Models()
+    models: Models = Models()  # type: ignore[valid-type]  (rebuilt when a model kind is registered)
     filters: Filters = Filters()
     output: Output = Output()
     execution: Execution = Execution()
 
     @model_validator(mode="after")
     def _filters_have_models(self):
-        f, m = self.filters, self.models
-        if f.min_quality is not None and m.quality is None:
-            raise _PathError(("filters", "min_quality"), "needs models.quality (e.g. {kind: builtin})")
-        if f.min_identity_similarity is not None and (m.quality is None or m.quality.output != "embedding"):
-            raise _PathError(("filters", "min_identity_similarity"),
-                             "needs models.quality with output: embedding (identity is the embedding's direction)")
-        if f.va_limits() and m.va is None:
-            raise _PathError(("filters",) + (next(iter(_limit_fields(f))),), "needs models.va (e.g. {kind: builtin})")
-        for i, band in enumerate(f.failure_bands):
-            if band.action == "verify":
-                if not (band.va_limits() or f.va_limits()):
-                    raise _PathError(("filters", "failure_bands", i, "action"),
-                                     "verify needs accuracy limits: the band's own max_direction_error_deg, "
-                                     "max_distance or max_magnitude_error, or the global ones")
-                if m.va is None:
-                    raise _PathError(("filters", "failure_bands", i, "action"), "verify needs models.va")
+        m = self.models
+        has = {"quality": m.quality is not None, "va": m.va is not None,
+               "embedding": m.quality is not None and getattr(m.quality, "gives_embedding", False)}
+        problem = check_models(self.filters, has)
+        if problem is not None:
+            raise _PathError(*problem)
         return self
 
 
-class _PathError(ValueError):
-    """A validator's error about a field below the one validated, so the message can name it
-    (`field[i]`, `filters.min_quality`). Paths are relative to the validated field."""
-
-    def __init__(self, path: tuple, message: str):
-        super().__init__(f"@{json.dumps(list(path))}@{message}")
-
-
-def _IndexedError(index: int, message: str) -> _PathError:
-    return _PathError((index,), message)
+def _rebuild_models() -> None:
+    """A model kind was (un)registered: recipes may name it from now on."""
+    global Models
+    Models = _models_class()
+    Recipe.model_fields["models"] = FieldInfo(annotation=Models, default=Models())
+    Recipe.model_rebuild(force=True)
 
 
-def _limit_fields(t: Thresholds) -> list[str]:
-    return [name for name in ("max_direction_error_deg", "max_distance", "max_magnitude_error")
-            if getattr(t, name) is not None]
+registry.on_change(_rebuild_models)
 
 
 def point_key(valence: float, arousal: float) -> str:

@@ -14,8 +14,10 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from synthfer.errors import OutputError
-from synthfer.io import atomic
+from synthfer.errors import LockedError, OutputError
+from synthfer.io.folder import OutputFolder
+from synthfer.io.layout import CURRENT
+from synthfer.io.lock import output_lock
 from synthfer.report import html, plots, tables
 from synthfer.report.load import Run, load_run
 
@@ -36,8 +38,9 @@ _PLOTS = (
 _OWN = ("metrics.csv", "metrics.md", "compare.csv", "compare.md", "report.html") + tuple(p for p, _, _ in _PLOTS)
 
 
-def write_report(out_dir: str | Path, compare: str | Path | None = None, sheets: bool = True) -> Path:
-    """Write OUT_DIR/report/ and return that folder.
+def write_report(out_dir: str | Path | OutputFolder, compare: str | Path | OutputFolder | None = None,
+                 sheets: bool = True) -> str:
+    """Write OUT_DIR/report/ and return the report page's full name (path or URL).
 
     compare: another build output; its tables are set beside this one's with differences
     (this - other). sheets: contact sheets of a few identities (reads images from the shards).
@@ -78,15 +81,16 @@ def write_report(out_dir: str | Path, compare: str | Path | None = None, sheets:
         f"synthfer report: {run.name}", summary + run.notes,
         [(heading, text, pngs[name]) for name, heading, text in _PLOTS],
         sections, compare_sections, sheet_pngs).encode("utf-8")
-    return _write(Path(out_dir) / REPORT_DIR, files)
+    return _write(run.folder, files)
 
 
 def _names(run: Run, other: Run) -> tuple[str, str]:
     """Labels for the two sides; folder names when both builds share a recipe name."""
     if run.name != other.name:
         return run.name, other.name
-    a, b = run.out_dir.resolve(), other.out_dir.resolve()
-    return (a.name, b.name) if a.name != b.name else (str(a), str(b))
+    a, b = run.folder.location, other.folder.location
+    short = (a.rstrip("/").rsplit("/", 1)[-1], b.rstrip("/").rsplit("/", 1)[-1])
+    return short if short[0] != short[1] else (a, b)
 
 
 def _summary(run: Run) -> list[str]:
@@ -94,7 +98,7 @@ def _summary(run: Run) -> list[str]:
     counts = f["status"].value_counts()
     n = len(f)
     share = (lambda k: f" ({100 * counts.get(k, 0) / n:.1f}%)" if n else "")
-    return [f"{run.name} ({run.out_dir}): {n:,} rows; accepted {counts.get('accepted', 0):,}{share('accepted')}, "
+    return [f"{run.name} ({run.folder.location}): {n:,} rows; accepted {counts.get('accepted', 0):,}{share('accepted')}, "
             f"rejected {counts.get('rejected', 0):,}{share('rejected')}, skipped {counts.get('skipped', 0):,}"
             f"{share('skipped')}; VA measured for {int(f['measured'].sum()):,}."]
 
@@ -112,15 +116,19 @@ def _markdown(title: str, summary: list[str], sections) -> bytes:
     return ("\n".join(head) + "\n" + tables.to_markdown(sections)).encode("utf-8")
 
 
-def _write(folder: Path, files: dict[str, bytes]) -> Path:
+def _write(folder: OutputFolder, files: dict[str, bytes]) -> str:
+    """The report's files under OUT/report/, under the output's lock (a running build holds it)."""
+    layout = CURRENT
+    report = layout.report_dir
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        for old in folder.iterdir():
-            if old.is_file() and (old.name in _OWN or (old.name.startswith("sheet-") and old.suffix == ".png")) \
-                    and old.name not in files:
-                old.unlink()
-        for name, data in files.items():
-            atomic.write_bytes(folder / name, data)
+        with output_lock(folder, layout):
+            for entry in folder.list(report):
+                own = entry.name in _OWN or (entry.name.startswith("sheet-") and entry.name.endswith(".png"))
+                if not entry.is_dir and own and entry.name not in files:
+                    folder.remove(f"{report}/{entry.name}")
+            folder.write_all((f"{report}/{name}", data) for name, data in files.items())
+    except LockedError as err:
+        raise LockedError(f"{err}; write the report when it has finished") from None
     except OSError as err:
-        raise OutputError(f"{folder}: cannot write the report: {err.strerror or err}") from None
-    return folder
+        raise OutputError(f"{folder.display(report)}: cannot write the report: {err.strerror or err}") from None
+    return folder.display(f"{report}/report.html")

@@ -21,6 +21,8 @@ import pyarrow.compute as pc
 
 from synthfer import circumplex, metrics
 from synthfer.errors import OutputError, UsageError
+from synthfer.io.folder import OutputFolder, open_folder
+from synthfer.io.layout import CURRENT
 from synthfer.io.manifest import read_manifest
 
 NEUTRAL, POINTS = "neutral", "points"
@@ -49,7 +51,7 @@ class BandSpec:
 @dataclass
 class Run:
     """One build output, ready for the tables, plots and sheets."""
-    out_dir: Path
+    folder: OutputFolder                     # the build output (local folder or URL)
     name: str
     frame: pd.DataFrame                      # one row per manifest row, plus group columns
     reason_rows: np.ndarray                  # row positions in `frame` ...
@@ -64,21 +66,22 @@ class Run:
         return list(self.frame["direction"].cat.categories)
 
 
-def load_run(out_dir: str | Path) -> Run:
-    out_dir = Path(out_dir)
-    manifest = out_dir / "manifest.parquet"
-    if not out_dir.is_dir():
-        raise UsageError(f"{out_dir}: no such folder")
-    if not manifest.is_file():
-        if (out_dir / "parts").is_dir():  # shards were committed, the build stopped before finalizing
-            raise UsageError(f"{out_dir}: has no manifest.parquet yet: the build did not finish; "
-                             f"run the same synthfer build again, then report")
-        raise UsageError(f"{out_dir}: has no manifest.parquet; is it a synthfer build output?")
+def load_run(out_dir: str | Path | OutputFolder) -> Run:
+    folder = out_dir if isinstance(out_dir, OutputFolder) else open_folder(out_dir)
+    layout = CURRENT
     try:
-        table = read_manifest(manifest)
+        if folder.is_local and not folder.is_dir(""):
+            raise UsageError(f"{folder.location}: no such folder")
+        if not folder.exists(layout.manifest):
+            if folder.is_dir(layout.marker_dir):  # shards were committed, the build stopped before finalizing
+                raise UsageError(f"{folder.location}: has no {layout.manifest} yet: the build did not finish; "
+                                 f"run the same synthfer build again, then report")
+            raise UsageError(f"{folder.location}: has no {layout.manifest}; is it a synthfer build output?")
+        table = read_manifest(folder, layout.manifest)
     except (OSError, pa.ArrowException) as err:
-        raise OutputError(f"{manifest}: cannot read the manifest: {str(err).splitlines()[0]}") from None
-    recipe, notes = _read_recipe(out_dir)
+        raise OutputError(f"{folder.display(layout.manifest)}: cannot read the manifest: "
+                          f"{str(err).splitlines()[0]}") from None
+    recipe, notes = _read_recipe(folder, layout.run_json)
     bands = _bands(recipe)
     if recipe is not None and not recipe.get("filters", {}).get("failure_bands"):
         notes.append(f"No failure bands in the recipe; the band tables use the paper's failure region "
@@ -99,16 +102,15 @@ def load_run(out_dir: str | Path) -> Run:
     reasons = table["reject_reasons"]
     rows = pc.list_parent_indices(reasons).to_numpy(zero_copy_only=False) if table.num_rows else np.empty(0, int)
     values = pc.list_flatten(reasons).to_numpy(zero_copy_only=False) if table.num_rows else np.empty(0, object)
-    name = (recipe or {}).get("name") or out_dir.name
+    name = (recipe or {}).get("name") or folder.location.rstrip("/").rsplit("/", 1)[-1]
     if table.num_rows and not frame["measured"].any():
         notes.append("No sample has a VA prediction (models.va not set?): the error tables are empty.")
-    return Run(out_dir, name, frame, rows.astype(np.int64), values.astype(object), bands, recipe, notes)
+    return Run(folder, name, frame, rows.astype(np.int64), values.astype(object), bands, recipe, notes)
 
 
-def _read_recipe(out_dir: Path) -> tuple[dict | None, list[str]]:
-    path = out_dir / "run.json"
+def _read_recipe(folder: OutputFolder, rel: str) -> tuple[dict | None, list[str]]:
     try:
-        info = json.loads(path.read_text(encoding="utf-8"))
+        info = json.loads(folder.read_bytes(rel).decode("utf-8"))
     except FileNotFoundError:
         return None, []
     except (OSError, ValueError) as err:

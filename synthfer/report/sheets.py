@@ -10,21 +10,20 @@ from __future__ import annotations
 
 import io
 import tarfile
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
-from synthfer.io.shards import ShardStore
+from synthfer.filters import reasons, short_label
+from synthfer.io.folder import OutputFolder
+from synthfer.io.layout import CURRENT
 from synthfer.report.load import NEUTRAL, POINTS, Run
 
 IDENTITIES = 5
 TILE = 80                  # thumbnail side in pixels (smaller images are not enlarged)
 _FRAME, _CAPTION = 3, 13
 _COLOURS = {"accepted": (46, 125, 50), "rejected": (198, 40, 40), "skipped": (158, 158, 158)}
-_SHORT = {"low_quality": "Q", "identity_drift": "ID", "va_direction": "DIR", "va_distance": "DIST",
-          "va_magnitude": "MAG", "failure_band": "BAND", "non_finite": "NaN"}
 _IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 
 
@@ -35,18 +34,17 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def _read_images(out_dir: Path, rows: pd.DataFrame, tile: int) -> dict[str, Image.Image]:
+def _read_images(folder: OutputFolder, rows: pd.DataFrame, tile: int) -> dict[str, Image.Image]:
     """key -> thumbnail for the given rows, from the shard tars (and rejected tars when kept)."""
-    store, wanted, found = ShardStore(out_dir), set(rows["key"]), {}
+    layout, wanted, found = CURRENT, set(rows["key"]), {}
     tars = []
-    for shard in sorted(rows["shard"].dropna().astype(int).unique()):
-        name = f"shard-{shard:06d}"
-        tars += [store.tar_path(name), store.rejected_path(name)]
-    for path in tars:
-        if not path.is_file():
+    for shard, split in sorted(set(zip(rows["shard"].dropna().astype(int), rows["split"]))):
+        tars += [layout.tar(shard, split), layout.rejected_tar(shard, split)]
+    for rel in tars:
+        if not folder.exists(rel):
             continue
         try:
-            with tarfile.open(path) as tar:
+            with folder.open(rel) as f, tarfile.open(fileobj=f, mode="r:") as tar:
                 for member in tar:
                     stem, dot, ext = member.name.rpartition(".")
                     if stem in wanted and f".{ext.lower()}" in _IMAGE_EXTENSIONS and stem not in found:
@@ -63,7 +61,7 @@ def _caption(row) -> str:
     if row.status == "accepted":
         return "ok"
     reasons = list(row.reject_reasons) if row.reject_reasons is not None else []
-    return " ".join(_SHORT.get(r, r[:4]) for r in reasons) or row.status
+    return " ".join(short_label(r) for r in reasons) or row.status
 
 
 def _sheet(columns: list[str], identities: list[int], cells: dict, images: dict, title: str,
@@ -102,8 +100,8 @@ def _sheet(columns: list[str], identities: list[int], cells: dict, images: dict,
                 draw.text((x + 8, y + cell // 2 - 6), text, fill=(90, 90, 90), font=small)
             draw.text((x + 1, y + cell + 1), _caption(row), fill=colour, font=small)
     y = height - legend + 4
-    draw.text((6, y), "frame: green accepted, red rejected, grey skipped. Q quality, ID identity drift, "
-              "DIR direction, DIST distance, MAG magnitude, BAND failure band", fill=(60, 60, 60), font=small)
+    legend = ", ".join(f"{rule.short} {reason.replace('_', ' ')}" for reason, rule in reasons().items())
+    draw.text((6, y), f"frame: green accepted, red rejected, grey skipped. {legend}", fill=(60, 60, 60), font=small)
     return sheet
 
 
@@ -123,7 +121,7 @@ def contact_sheets(run: Run, identities: int = IDENTITIES) -> list[tuple[str, Im
     for r, value in zip(run.reason_rows[sel].tolist(), run.reason_values[sel].tolist()):
         reasons.iloc[lookup[r]].append(value)
     rows = rows.assign(reject_reasons=reasons)
-    images = _read_images(run.out_dir, rows[rows["status"] != "skipped"], TILE)
+    images = _read_images(run.folder, rows[rows["status"] != "skipped"], TILE)
     # tiles as large as the images, up to TILE: small (demo) images are not framed in wide margins
     tile = max((max(im.size) for im in images.values()), default=TILE)
     cells = {(r.identity, r.target): r for r in rows.itertuples(index=False)}

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from synthfer import metrics
+from synthfer.io.records import NOT_MEASURED, UNDEFINED, Scores, score
 from synthfer.recipe import Preprocess, QualitySpec, VASpec
 
 ASSESS_MIN_BATCH = 64  # images per preprocessing + onnxruntime call, at least
@@ -57,8 +58,6 @@ class Assessor:
     def __init__(self, quality_model, quality: QualitySpec | None, va_model, va: VASpec | None):
         self.quality_model, self.quality = quality_model, quality
         self.va_model, self.va = va_model, va
-        if va_model is not None:
-            va_model.check_output(va.output_name, max(va.valence_index, va.arousal_index) + 1)
 
     @property
     def measures_anything(self) -> bool:
@@ -95,3 +94,36 @@ class Assessor:
         chunks = [model.run(preprocess(pixels[s:s + batch_size], spec), output_name)
                   for s in range(0, pixels.shape[0], batch_size)]
         return np.concatenate(chunks)
+
+
+def scores_of(targets: list, idents: list[int], m: Measurements, quality: bool, va: bool) -> list[Scores]:
+    """The Scores of each generated sample, the only place score columns are filled in.
+
+    targets: the n generated samples' targets; idents: their identities, then (beyond n) the
+    identities whose neutral image was rendered only as an identity reference.
+    """
+    n = len(targets)
+    out = [Scores() for _ in range(n)]
+    if quality:
+        sims = None
+        if m.embedding is not None:
+            neutral_row: dict[int, int] = {}
+            for k, ident in enumerate(idents):
+                if k >= n or targets[k].is_neutral:
+                    neutral_row.setdefault(ident, k)
+            sims = metrics.cosine_similarity(m.embedding[:n], m.embedding[[neutral_row[i] for i in idents[:n]]])
+        for k in range(n):
+            similarity = NOT_MEASURED if sims is None else UNDEFINED if targets[k].is_neutral else score(sims[k])
+            out[k] = out[k].with_(quality=score(m.quality[k]), identity_similarity=similarity)
+    if va:
+        err = metrics.va_errors([t.valence for t in targets], [t.arousal for t in targets],
+                                m.pred_valence[:n], m.pred_arousal[:n])
+        for k in range(n):
+            values = {name: score(v[k]) for name, v in err.items()}
+            if targets[k].intensity == 0.0:   # no direction at the origin: undefined, not a failure
+                values["direction_error_deg"] = UNDEFINED
+            if m.pred_valence[k] == 0.0 and m.pred_arousal[k] == 0.0:  # predicted exactly neutral
+                values["pred_angle_deg"] = values["direction_error_deg"] = UNDEFINED
+            out[k] = out[k].with_(pred_valence=score(m.pred_valence[k]), pred_arousal=score(m.pred_arousal[k]),
+                                  **values)
+    return out

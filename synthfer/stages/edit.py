@@ -1,4 +1,4 @@
-"""Edit: w+ of each sample (identity's w, plus the editor's delta toward the target VA) -> image."""
+"""Edit: w+ of each sample (the editor's `edit(ws, va) -> ws` toward the target VA) -> image."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def sample_ws(editor, identity_ws: torch.Tensor, va: torch.Tensor, neutral: torc
     edit_idx = torch.nonzero(~neutral).flatten()
     for start in range(0, len(edit_idx), batch_size):
         idx = edit_idx[start:start + batch_size]
-        out[idx] = identity_ws[idx] + editor(identity_ws[idx], va[idx])
+        out[idx] = editor.edit(identity_ws[idx], va[idx])
     return out
 
 

@@ -1,0 +1,125 @@
+"""The per-sample records: `Scores` (what the models measured) and `Row` (one manifest row).
+
+The manifest's columns and its Arrow schema are derived from these dataclasses (io/manifest.py),
+so a score is named in exactly one place. A value that is not a number says why in its type:
+
+* `NOT_MEASURED`: no model for it in this recipe (or no image: skipped samples);
+* `UNDEFINED`: no such quantity for this sample (the direction of the origin);
+* `NON_FINITE`: the model gave NaN or infinity (the sample is rejected as `non_finite`).
+
+All three are stored as null in the manifest; the filters tell them apart.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import typing
+from dataclasses import dataclass, field, fields, replace
+
+
+class Missing(enum.Enum):
+    NOT_MEASURED = "not_measured"
+    UNDEFINED = "undefined"
+    NON_FINITE = "non_finite"
+
+
+NOT_MEASURED, UNDEFINED, NON_FINITE = Missing.NOT_MEASURED, Missing.UNDEFINED, Missing.NON_FINITE
+Score = typing.Union[float, Missing]
+
+
+def is_number(value: Score) -> bool:
+    return isinstance(value, float)
+
+
+def score(value) -> Score:
+    """A model output as a Score: finite floats stay, NaN/inf become NON_FINITE."""
+    value = float(value)
+    return value if math.isfinite(value) else NON_FINITE
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Everything measured about one generated image. Field names are manifest column names."""
+    quality: Score = NOT_MEASURED               # on models.quality.quality_scale
+    identity_similarity: Score = NOT_MEASURED   # cosine to the identity's neutral embedding
+    pred_valence: Score = NOT_MEASURED          # VA estimator, clamped to [-1, 1]
+    pred_arousal: Score = NOT_MEASURED
+    pred_angle_deg: Score = NOT_MEASURED        # UNDEFINED when predicted exactly at the origin
+    pred_intensity: Score = NOT_MEASURED
+    direction_error_deg: Score = NOT_MEASURED   # UNDEFINED for targets at the origin
+    magnitude_error: Score = NOT_MEASURED
+    valence_error: Score = NOT_MEASURED
+    arousal_error: Score = NOT_MEASURED
+    distance_error: Score = NOT_MEASURED
+
+    @property
+    def non_finite(self) -> bool:
+        return any(getattr(self, f.name) is NON_FINITE for f in fields(self))
+
+    def number(self, name: str) -> float | None:
+        value = getattr(self, name)
+        return value if is_number(value) else None
+
+    def columns(self) -> dict[str, float | None]:
+        return {f.name: self.number(f.name) for f in fields(self)}
+
+    def with_(self, **values) -> "Scores":
+        return replace(self, **values)
+
+
+SCORE_COLUMNS = tuple(f.name for f in fields(Scores))
+
+
+def _arrow(kind: str):
+    return field(metadata={"arrow": kind})
+
+
+@dataclass(frozen=True)
+class Row:
+    """One manifest row: a planned sample, its status and every reason, its scores and image."""
+    key: str                                     # {identity:07d}_{target}
+    shard: int = _arrow("int32")
+    identity: int = _arrow("int64")
+    identity_seed: int = _arrow("int64")
+    split: str = _arrow("string")
+    target: str = _arrow("string")
+    target_angle_deg: float | None = _arrow("float64")   # null for neutral
+    target_intensity: float = _arrow("float64")
+    target_valence: float = _arrow("float64")
+    target_arousal: float = _arrow("float64")
+    status: str = _arrow("string")               # accepted | rejected | skipped
+    reject_reasons: tuple = _arrow("list<string>")
+    scores: Scores = _arrow("scores")            # flattened into SCORE_COLUMNS
+    width: int | None = _arrow("int32")          # null when no image was written
+    height: int | None = _arrow("int32")
+    image_sha256: str | None = _arrow("string")
+    recipe_fingerprint: str = _arrow("string")
+
+    def columns(self) -> dict:
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "scores":
+                out.update(value.columns())
+            elif f.name == "reject_reasons":
+                out[f.name] = list(value)
+            else:
+                out[f.name] = value
+        return out
+
+
+def arrow_schema():
+    """The manifest's schema (pyarrow), in Row's field order with the scores in place of `scores`."""
+    import pyarrow as pa
+
+    types = {"string": pa.string(), "int32": pa.int32(), "int64": pa.int64(), "float64": pa.float64(),
+             "list<string>": pa.list_(pa.string())}
+    out = []
+    for f in fields(Row):
+        kind = f.metadata.get("arrow", "string")
+        if kind == "scores":
+            out += [(name, pa.float64()) for name in SCORE_COLUMNS]
+        else:
+            out.append((f.name, types[kind]))
+    return pa.schema(out)

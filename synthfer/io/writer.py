@@ -1,0 +1,78 @@
+"""The writer side of a shard: manifest rows, KEY.json labels, encoded images, tars and the part,
+handed to the commit protocol as files. A new per-shard output file is added here (its name in
+io/layout.py); nothing upstream changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from synthfer.filters import ACCEPTED, REJECTED, Verdict
+from synthfer.io import images
+from synthfer.io.manifest import part_bytes
+from synthfer.io.records import Row, Scores
+from synthfer.io.shards import Member, ShardStore, tar_bytes
+
+
+@dataclass
+class Judged:
+    """One planned sample after the decide stage."""
+    sample: object                 # plan.Sample
+    verdict: Verdict
+    scores: Scores
+    pixels: np.ndarray | None      # uint8 [H, W, 3] of a generated, finite image; None otherwise
+
+
+class ShardWriter:
+    def __init__(self, recipe, fingerprint: str, store: ShardStore):
+        self.recipe, self.fingerprint, self.store = recipe, fingerprint, store
+
+    def write(self, shard, judged: list[Judged]) -> dict:
+        """Encode what is kept, build rows and tars, commit the shard. Returns its marker."""
+        spec, keep_rejected = self.recipe.output.image, self.recipe.output.keep_rejected
+        ext = images.EXTENSIONS[spec.format]
+        tars: dict[str, list[Member]] = {ACCEPTED: [], REJECTED: []}
+        rows = []
+        for j in judged:
+            status = j.verdict.status
+            image = None
+            if j.pixels is not None and (status == ACCEPTED or (status == REJECTED and keep_rejected)):
+                image = images.encode(j.pixels, spec.format, spec.size, spec.quality)
+            row = self._row(shard, j, image)
+            if image is not None:
+                tars[status] += [Member(f"{row.key}.{ext}", image[0]), Member(f"{row.key}.json", _label(j.sample, row))]
+            rows.append(row)
+        layout = self.store.layout
+        files = {layout.tar(shard.index, shard.split): tar_bytes(tars[ACCEPTED]),
+                 layout.part(shard.index): part_bytes(rows)}
+        if keep_rejected:
+            files[layout.rejected_tar(shard.index, shard.split)] = tar_bytes(tars[REJECTED])
+        info = {"fingerprint": self.fingerprint, "split": shard.split, "rows": len(rows),
+                "accepted": sum(r.status == ACCEPTED for r in rows),
+                "images": sum(m.name.endswith(".json") for m in tars[ACCEPTED])}
+        return self.store.commit(shard.index, files, info)
+
+    def _row(self, shard, j: Judged, image: tuple[bytes, int, int] | None) -> Row:
+        s, t = j.sample, j.sample.target
+        return Row(key=s.key, shard=shard.index, identity=s.identity, identity_seed=s.identity_seed,
+                   split=s.split, target=t.key, target_angle_deg=t.angle_deg, target_intensity=t.intensity,
+                   target_valence=t.valence, target_arousal=t.arousal, status=j.verdict.status,
+                   reject_reasons=j.verdict.reasons, scores=j.scores,
+                   width=image[1] if image else None, height=image[2] if image else None,
+                   image_sha256=hashlib.sha256(image[0]).hexdigest() if image else None,
+                   recipe_fingerprint=self.fingerprint)
+
+
+def _label(sample, row: Row) -> bytes:
+    """KEY.json: what a training job needs next to the image, without opening the manifest."""
+    t = sample.target
+    label = {"key": sample.key, "identity": sample.identity, "split": sample.split, "target": t.key,
+             "emotion": t.emotion, "valence": t.valence, "arousal": t.arousal,
+             "angle_deg": t.angle_deg, "intensity": t.intensity,
+             "quality": row.scores.number("quality"), "pred_valence": row.scores.number("pred_valence"),
+             "pred_arousal": row.scores.number("pred_arousal")}
+    return json.dumps(label, sort_keys=True, separators=(",", ":")).encode()
