@@ -91,14 +91,15 @@ def build(loaded: LoadedRecipe, shards: str | None = None, reporter: Reporter | 
 
     with _storage(folder, "cannot create the output folder"):
         folder.ensure()
-    with output_lock(folder, layout, recipe.output.lock), _signals_abandon_shard():
+    with output_lock(folder, layout, recipe.output.lock) as lock, _signals_abandon_shard():
         with _storage(folder, "cannot write"):
             _reconcile(store, inputs, fingerprint, mode, reporter)
             folder.remove_temporaries(layout.data_dirs)
             for rel in store.garbage():
                 folder.remove(rel)
             folder.write(layout.fingerprint, _json({"fingerprint": fingerprint, "inputs": inputs,
-                                                    "shard_fingerprint": shard_fingerprint}))
+                                                    "shard_fingerprint": shard_fingerprint,
+                                                    "lock": lock.method}))
             committed = core.valid_committed(store, plan, shard_fingerprint, trust_markers, reporter,
                                              before_retract=lambda: folder.remove(layout.manifest))
         pending = [s for s in selected if s.index not in committed]

@@ -56,16 +56,22 @@ def models_info(loaded: LoadedRecipe, models) -> dict:
     out = {
         "generator": {"file_sha256": models.files["generator"], "weights_sha256": models.identities["generator"],
                       "file": recipe_models["generator"].get("checkpoint"), "resolution": g.resolution,
-                      "n_latent": g.n_latent, "w_dim": g.w_dim, "parameters": sum(p.numel() for p in g.parameters())},
+                      "n_latent": g.n_latent, "w_dim": g.w_dim, "parameters": _parameters(g)},
         "editor": {"file_sha256": models.files["editor"], "weights_sha256": models.identities["editor"],
                    "file": recipe_models["editor"].get("checkpoint"),
-                   "parameters": sum(p.numel() for p in e.parameters())},
+                   "parameters": _parameters(e)},
     }
     for role in ("quality", "va"):
         model = getattr(models, role)
         if model is not None:
             out[role] = {"file_sha256": models.files[role], "file": str(model.label)}
     return out
+
+
+def _parameters(model) -> int | None:
+    """Parameter count of a torch module; None for a model kind that is not one."""
+    params = getattr(model, "parameters", None)
+    return sum(p.numel() for p in params()) if callable(params) else None
 
 
 def run_info(loaded: LoadedRecipe, fingerprint: str, model_info: dict, result) -> dict:

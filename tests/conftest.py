@@ -40,3 +40,14 @@ def write_recipe(tmp_path):
         path.write_text(textwrap.dedent(text))
         return path
     return write
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A moto S3 server on 127.0.0.1 for the whole session (tests/s3.py); skipped without moto."""
+    pytest.importorskip("moto.server")
+    pytest.importorskip("s3fs")
+    from tests.s3 import moto_s3
+
+    with moto_s3() as endpoint:
+        yield endpoint

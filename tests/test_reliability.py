@@ -12,9 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
-from synthfer.io.folder import LocalFolder
+from synthfer.io.local_folder import LocalFolder
 from synthfer.io.layout import CURRENT
 from synthfer.io.lock import output_lock
 from synthfer.io.verify import verify
@@ -41,46 +40,55 @@ def _committed_are_whole(out: Path) -> None:
         assert store.problem(index, store.read_marker(index), hashes=True) is None, index
 
 
-def _run(recipe: Path, *args: str) -> subprocess.Popen:
+HANG_GUARD_S = 900   # only against a hung child; correctness never depends on how long a step takes
+
+
+def _run(recipe: Path, *args: str, kill: tuple[str, str, str] | None = None) -> subprocess.Popen:
+    """`synthfer build --quiet` in a child process, optionally with a kill point (tests/killpoints.py)."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.Popen([sys.executable, "-m", "synthfer.cli", "build", str(recipe), "--quiet", *args],
+    prefix = ["-m", "tests.killpoints", *kill, "--"] if kill else ["-m", "synthfer.cli"]
+    return subprocess.Popen([sys.executable, *prefix, "build", str(recipe), "--quiet", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=recipe.parent)
 
 
-def test_sigkill_at_random_moments_then_resume_gives_identical_bytes(write_recipe, tmp_path):
+def _wait(proc: subprocess.Popen) -> int:
+    return proc.wait(HANG_GUARD_S)
+
+
+def test_sigkill_at_commit_points_and_random_moments_then_resume_gives_identical_bytes(write_recipe, tmp_path):
     recipe = write_recipe(EIGHT)
     reference = _run(recipe, "--output", str(tmp_path / "ref"))
-    assert reference.wait(120) == 0, reference.stderr.read()
-    rng = random.Random(2026)
-    kills = 0
-    for _ in range(4):
-        proc = _run(recipe, "--output", str(tmp_path / "killed"))
-        time.sleep(rng.uniform(1.0, 3.5))
-        if proc.poll() is None:
-            proc.kill()
-            kills += 1
-        proc.wait(60)
+    assert _wait(reference) == 0, reference.stderr.read()
+    out = str(tmp_path / "killed")
+    # Deterministic: inside the second commit (files stored, marker not), right after the fourth.
+    for point in (("synthfer.io.local_folder:LocalFolder.write_all", "after", "4"),
+                  ("synthfer.io.shards:ShardStore.commit", "after", "4")):
+        proc = _run(recipe, "--output", out, kill=point)
+        assert _wait(proc) == -signal.SIGKILL
         _committed_are_whole(tmp_path / "killed")
-    final = _run(recipe, "--output", str(tmp_path / "killed"))
-    assert final.wait(120) == 0, final.stderr.read()
-    assert kills >= 1
+    # Random moments: wherever they land, what is visible is whole and the rerun completes it.
+    rng = random.Random(2026)
+    for _ in range(2):
+        proc = _run(recipe, "--output", out, "--mode", "overwrite")
+        time.sleep(rng.uniform(0.5, 3.0))
+        proc.kill()
+        _wait(proc)
+        _committed_are_whole(tmp_path / "killed")
+    final = _run(recipe, "--output", out)
+    assert _wait(final) == 0, final.stderr.read()
     assert _dataset_bytes(tmp_path / "killed") == _dataset_bytes(tmp_path / "ref")
     assert not list((tmp_path / "killed").rglob("*.tmp-*"))
 
 
 def test_sigterm_abandons_cleanly(write_recipe, tmp_path):
     recipe = write_recipe(EIGHT.replace("count: 8", "count: 40"))
-    proc = _run(recipe)
-    deadline = time.time() + 60
-    while not list((tmp_path / "out" / "parts").glob("*.done.json")) if (tmp_path / "out" / "parts").exists() else True:
-        assert time.time() < deadline and proc.poll() is None
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)   # mid-build: at least one shard committed, more to come
-    assert proc.wait(60) == 143
+    # SIGTERM right after the first shard's commit: mid-build, more to come
+    proc = _run(recipe, kill=("synthfer.io.shards:ShardStore.commit", "after", "1:SIGTERM"))
+    assert _wait(proc) == 143
     assert proc.stderr.read().decode().strip().endswith("run again to finish")
     _committed_are_whole(tmp_path / "out")
-    assert len(list((tmp_path / "out" / "parts").glob("*.done.json"))) < 40
-    assert _run(recipe).wait(120) == 0
+    assert 1 <= len(list((tmp_path / "out" / "parts").glob("*.done.json"))) < 40
+    assert _wait(_run(recipe)) == 0
     assert verify(tmp_path / "out")[0] == []
 
 

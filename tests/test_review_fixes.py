@@ -80,3 +80,84 @@ def test_quiet_wins_over_json_and_run_json_names_the_row_fingerprint(cli, write_
     rows = pq.read_table(tmp_path / "out" / "manifest.parquet").column("recipe_fingerprint").to_pylist()
     assert set(rows) == {info["shard_fingerprint"]}
     assert json.loads((tmp_path / "out" / "fingerprint.json").read_text())["shard_fingerprint"] == rows[0]
+
+
+# ---------------------------------------------------------------- issue 10's list: one line each, never a traceback
+
+BILLION_LAUGHS = """\
+a: &a [x, x, x, x, x, x, x, x, x, x]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]
+e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]
+f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]
+g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]
+h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g, *g]
+i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h, *h]
+"""
+
+
+def test_a_yaml_alias_bomb_is_refused(cli, write_recipe):
+    recipe = write_recipe(BILLION_LAUGHS)
+    line = _one_error(cli("validate", recipe), 2)
+    assert line == (f"Error: {recipe}: expands to more than 100,000 values through YAML aliases; refused "
+                    f"(a recipe needs far fewer)")
+    # ordinary aliases stay fine
+    ok = write_recipe(SMALL + "filters: {failure_bands: [&band {from_deg: 242, to_deg: 329, action: skip}]}\n",
+                      "ok.yaml")
+    assert cli("validate", ok).exit_code == 0
+
+
+def test_deeply_nested_yaml_is_refused(cli, write_recipe):
+    recipe = write_recipe("name: " + "[" * 3000 + "]" * 3000 + "\n")
+    assert _one_error(cli("validate", recipe), 2) == f"Error: {recipe}: nested too deeply to be a recipe"
+
+
+def test_a_set_that_creates_an_unknown_field_is_blamed_on_the_set(cli, write_recipe):
+    line = _one_error(cli("validate", write_recipe(SMALL), "--set", "a.b.c=1"), 2)
+    assert line.startswith("Error: --set a.b.c=1: a: unknown key (allowed: name, seed, ")
+
+
+def test_a_file_system_without_locks_says_what_to_do(cli, write_recipe, tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    recipe = write_recipe(SMALL)
+    line = _one_error(cli("build", recipe), 2)
+    assert line == (f"Error: {tmp_path / 'out'}: the file system has no file locks (flock: No locks available); "
+                    f"set output.lock: lease on every machine that builds into this folder")
+    assert cli("build", recipe, "-q", "--set", "output.lock=lease").exit_code == 0   # the documented fallback
+    assert not list((tmp_path / "out").glob(".lease-*"))   # released at the end
+    assert cli("verify", tmp_path / "out").exit_code == 0   # fingerprint.json says which lock the output uses
+
+
+def test_verify_reports_an_unexpected_status_instead_of_crashing(cli, write_recipe, tmp_path):
+    import pyarrow.parquet as pq
+
+    from synthfer.io.manifest import SCHEMA
+    assert cli("build", write_recipe(SMALL), "-q").exit_code == 0
+    path = tmp_path / "out" / "manifest.parquet"
+    rows = pq.read_table(path).to_pylist()
+    rows[1]["status"] = "maybe"
+    pq.write_table(pq.read_table(path).from_pylist(rows, schema=SCHEMA), path)
+    result = cli("verify", tmp_path / "out")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"Problem: shard-000000: {rows[1]['key']} has an image but status 'maybe'" in result.stderr
+
+
+def test_unexpected_errors_are_one_line_with_a_documented_code(cli, write_recipe, monkeypatch):
+    from synthfer import plan
+
+    def broken(self, spec):
+        raise ZeroDivisionError("division by zero")
+    monkeypatch.setattr(plan.Plan, "select", broken)
+    line = _one_error(cli("build", write_recipe(SMALL)), 70)
+    assert line.startswith("Error: internal error (ZeroDivisionError: division by zero); please report it at ")
+
+    def denied(self, spec):
+        raise PermissionError(13, "Permission denied", "/some/file")
+    monkeypatch.setattr(plan.Plan, "select", denied)
+    assert _one_error(cli("build", write_recipe(SMALL)), 1) == "Error: /some/file: Permission denied"

@@ -26,7 +26,8 @@ import threading
 import time
 
 from synthfer.errors import LockedError, OutputError, UsageError
-from synthfer.io.folder import LocalFolder, OutputFolder
+from synthfer.io.folder import OutputFolder
+from synthfer.io.local_folder import LocalFolder
 from synthfer.io.layout import Layout
 
 _RECORD_BYTES = 512
@@ -35,10 +36,21 @@ LOCK_METHODS = ("auto", "flock", "lease")
 
 
 def output_lock(folder: OutputFolder, layout: Layout, method: str = "auto", shared: bool = False):
-    """The lock for this folder: flock on local folders, a lease on object stores (or when asked)."""
+    """The lock for this folder: flock on local folders, a lease on object stores, or what the
+    build recorded in fingerprint.json (output.lock: lease), so verify and report use the same."""
+    if method == "auto":
+        method = recorded_method(folder, layout) or ("flock" if folder.is_local else "lease")
     if method == "lease" or not folder.is_local:
         return Lease(folder, layout, shared=shared)
     return FlockLock(folder, layout, shared=shared)
+
+
+def recorded_method(folder: OutputFolder, layout: Layout) -> str | None:
+    try:
+        method = json.loads(folder.read_bytes(layout.fingerprint)).get("lock")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return method if method in ("flock", "lease") else None
 
 
 def holder_record(token: str) -> dict:
@@ -54,6 +66,8 @@ def describe(info: dict | None) -> str:
 
 
 class FlockLock:
+    method = "flock"
+
     def __init__(self, folder: LocalFolder, layout: Layout, shared: bool = False):
         self.folder, self.layout, self.shared = folder, layout, shared
         self.path = folder.root / layout.lock
@@ -78,6 +92,9 @@ class FlockLock:
                 raise LockedError(f"{self.folder.location}: another build holds the lock "
                                   f"({describe(_read_record(fd))}); wait for it or stop it") from None
             except OSError as err:
+                if err.errno in _NO_LOCKS and self.shared:  # verify: a lease is the other way to tell
+                    Lease(self.folder, self.layout, shared=True).__enter__()
+                    return self
                 if err.errno in _NO_LOCKS:
                     raise UsageError(f"{self.folder.location}: the file system has no file locks (flock: "
                                      f"{err.strerror}); set output.lock: lease on every machine that builds "
@@ -124,6 +141,7 @@ def _read_record(fd: int) -> dict | None:
 
 
 class Lease:
+    method = "lease"
     TTL_S = 120.0     # a lease not renewed for this long may be taken over
     RENEW_S = 30.0    # how often the holder renews it
 

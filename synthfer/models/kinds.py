@@ -11,7 +11,7 @@ import hashlib
 
 from synthfer.errors import ModelFileError
 from synthfer.models import specs
-from synthfer.models.registry import ModelKind, licence, register
+from synthfer.models.registry import ModelKind, licence, register, spec_files
 
 
 def weights_identity(module) -> str:
@@ -41,7 +41,7 @@ def _place(module, ctx):
 def _file_sha(spec, ctx) -> str:
     from synthfer.models.checkpoints import sha256_file
 
-    (path,) = spec.file_paths().values()
+    (path,) = spec_files(spec).values()
     return sha256_file(ctx.resolve(path))
 
 

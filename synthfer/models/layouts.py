@@ -1,20 +1,22 @@
-"""Weights -> modules: the generator and editor configurations from file metadata or tensor
-shapes, and exact state-dict loading with plain one-line errors. Works on tensors already read
-by checkpoints.py (the only code that opens files); nothing here touches the disk.
+"""Weights -> modules, in one pass: `build(weights)` picks the key layout (from what the file
+said, else from the key names), takes the architecture from metadata or tensor shapes, and loads
+the state dict exactly, with plain one-line errors. Works on tensors the format readers
+(models/formats/) already read; nothing here touches the disk.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from synthfer.errors import ModelFileError
+from synthfer.errors import ModelFileError, first_line
 from synthfer.models.emostyle import EmoMappingWplus
-from synthfer.models import nvlabs_pickle
-from synthfer.models.nvlabs_pickle import generator_from_nvlabs_kwargs, nvlabs_to_rosinality
+from synthfer.models.formats import Weights
+from synthfer.models.nvlabs_layout import generator_from_nvlabs_kwargs, is_stylegan3, nvlabs_to_rosinality
 from synthfer.models.stylegan2 import Generator, blur_kernel
 
 GENERATOR_FORMAT = "synthfer-stylegan2"  # metadata "format" of files written by convert()
@@ -48,13 +50,13 @@ def generator_from_config(path: Path, config: Any) -> Generator:
         channels = {int(k): int(v) for k, v in config["channels"].items()}
         return _new_generator(**{**config, "channels": channels})
     except (TypeError, ValueError, AttributeError) as err:
-        raise ModelFileError(f"{path}: invalid {GENERATOR_FORMAT} config ({_first_line(err)})") from None
+        raise ModelFileError(f"{path}: invalid {GENERATOR_FORMAT} config ({first_line(err)})") from None
 
 
 def nvlabs_generator(path: Path, state: dict[str, torch.Tensor], init_kwargs: dict | None, info: dict,
                       estimate: bool) -> tuple[Generator, dict]:
     info["layout"] = "nvlabs"
-    if nvlabs_pickle.is_stylegan3(state):
+    if is_stylegan3(state):
         raise ModelFileError(f"{path}: a StyleGAN3 (T/R) generator; synthfer runs StyleGAN2 only")
     c_dim = (init_kwargs or {}).get("c_dim") or 0
     if not c_dim and "mapping.embed.weight" in state:
@@ -64,12 +66,11 @@ def nvlabs_generator(path: Path, state: dict[str, torch.Tensor], init_kwargs: di
     try:
         converted = nvlabs_to_rosinality(state)
         if init_kwargs:
-            with torch.random.fork_rng(devices=[]):
-                generator = generator_from_nvlabs_kwargs(init_kwargs)
+            generator = generator_from_nvlabs_kwargs(init_kwargs)
         else:  # a bare state dict: the architecture follows from the shapes, as for rosinality files
             generator = _new_generator(**_rosinality_config(converted))
     except (ValueError, KeyError, TypeError) as err:
-        raise ModelFileError(f"{path}: not a usable StyleGAN2 generator: {_first_line(err)}") from None
+        raise ModelFileError(f"{path}: not a usable StyleGAN2 generator: {first_line(err)}") from None
     return finish_generator(path, generator, converted, info, estimate)
 
 
@@ -79,7 +80,7 @@ def rosinality_generator(path: Path, state: dict[str, torch.Tensor], info: dict,
     try:
         generator = _new_generator(**_rosinality_config(state))
     except ValueError as err:
-        raise ModelFileError(f"{path}: not a usable StyleGAN2 generator: {_first_line(err)}") from None
+        raise ModelFileError(f"{path}: not a usable StyleGAN2 generator: {first_line(err)}") from None
     return finish_generator(path, generator, state, info, estimate)
 
 
@@ -200,7 +201,7 @@ def editor_from_state(path: Path, state: dict[str, torch.Tensor], config: Any, i
         with torch.random.fork_rng(devices=[]):
             editor = EmoMappingWplus(**{**config, "hidden": tuple(config["hidden"])})
     except (ValueError, TypeError) as err:
-        raise ModelFileError(f"{path}: EmoStyle editor weights do not fit EmoMappingWplus: {_first_line(err)}") from None
+        raise ModelFileError(f"{path}: EmoStyle editor weights do not fit EmoMappingWplus: {first_line(err)}") from None
     _load_exact(path, editor, state, "an EmoStyle editor")
     info.update({
         "architecture": "emostyle-editor", "resolution": None, "n_latent": editor.n_latent,
@@ -219,6 +220,46 @@ def fill_constant_buffers(generator: Generator, state: dict[str, torch.Tensor]) 
     return filled
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
+# ---------------------------------------------------------------- one entry
+
+
+def _by_key_names(w: Weights) -> tuple[str, str]:
+    """(layout, contents) of a state dict whose file did not say which it is."""
+    keys = list(w.tensors)
+    if any(k.startswith(("latent_net.", "emotion_enc.")) for k in keys):
+        return "emostyle", "EmoStyle editor state dict"
+    if any(k.startswith(("mapping.", "synthesis.")) for k in keys):
+        return "nvlabs", "NVlabs G_ema state dict"
+    if any(k.startswith(("style.", "input.", "convs.")) for k in keys):
+        return "rosinality", "rosinality generator state dict"
+    raise ModelFileError(f"{w.path}: tensors named like neither a StyleGAN2 generator nor an EmoStyle editor")
+
+
+def build(w: Weights, estimate_latent_avg: bool = True) -> tuple[Generator | EmoMappingWplus, dict]:
+    """(module in eval mode, info) from a file's tensors. `info` is what `models info` reports."""
+    layout, contents = (w.layout, w.contents) if w.layout else _by_key_names(w)
+    info: dict[str, Any] = {"path": str(w.path), "format": w.format, "contents": w.contents or contents}
+    if layout == "synthfer":
+        return _synthfer(w, info, estimate_latent_avg)
+    if layout == "emostyle":
+        return editor_from_state(w.path, w.tensors, None, info)
+    if layout == "nvlabs":
+        return nvlabs_generator(w.path, w.tensors, w.metadata.get("init_kwargs"), info, estimate_latent_avg)
+    return rosinality_generator(w.path, w.tensors, info, estimate_latent_avg)
+
+
+def _synthfer(w: Weights, info: dict, estimate: bool):
+    """A file written by `synthfer models convert`: its architecture is in the metadata."""
+    kind = w.metadata.get("format")
+    if kind not in (GENERATOR_FORMAT, EDITOR_FORMAT):
+        raise ModelFileError(f"{w.path}: unknown synthfer format {kind!r}")
+    info["layout"] = "synthfer"
+    info["contents"] = f"synthfer-converted {'generator' if kind == GENERATOR_FORMAT else 'editor'}"
+    info.update({k: w.metadata[k] for k in ("source_sha256", "source_format") if k in w.metadata})
+    try:
+        config = json.loads(w.metadata["config"])
+    except (KeyError, ValueError):
+        raise ModelFileError(f"{w.path}: {kind} file without a valid 'config' in its metadata") from None
+    if kind == EDITOR_FORMAT:
+        return editor_from_state(w.path, w.tensors, config, info)
+    return finish_generator(w.path, generator_from_config(w.path, config), w.tensors, info, estimate)

@@ -17,7 +17,7 @@ import re
 
 import numpy as np
 
-from synthfer.errors import ModelFileError
+from synthfer.errors import ModelFileError, first_line
 
 _FLOAT = "tensor(float)"
 # onnxruntime prefixes every message with "[ONNXRuntimeError] : <code> : <NAME> :"; users need
@@ -28,9 +28,9 @@ _ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*")
 _NOT_ONNX = ("INVALID_PROTOBUF", "No graph was found")
 
 
-def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return _ORT_PREFIX.sub("", lines[0]).strip() if lines else type(err).__name__
+def _ort_line(err: BaseException) -> str:
+    """The first line of an onnxruntime error without its "[ONNXRuntimeError] : N : NAME :" prefix."""
+    return _ORT_PREFIX.sub("", first_line(err)).strip()
 
 
 def _providers(device: str) -> list:
@@ -81,8 +81,8 @@ class OnnxModel:
         except Exception as err:  # onnxruntime's pybind errors share no useful base class
             text = str(err)
             if not model_bytes or any(marker in text for marker in _NOT_ONNX):
-                raise ModelFileError(f"{label}: not an ONNX model ({_first_line(err)})") from None
-            raise ModelFileError(f"{label}: onnxruntime cannot load this model ({_first_line(err)})") from None
+                raise ModelFileError(f"{label}: not an ONNX model ({_ort_line(err)})") from None
+            raise ModelFileError(f"{label}: onnxruntime cannot load this model ({_ort_line(err)})") from None
 
         self._input = self._pick_input(input_name)
         self.input_name: str = self._input.name
@@ -169,7 +169,7 @@ class OnnxModel:
         try:
             (out,) = self.session.run([name], {self.input_name: chunk})
         except Exception as err:  # a model that loads but fails on a real batch is the file's fault
-            raise ModelFileError(f"{self.label}: {self.role} model failed to run ({_first_line(err)})") from None
+            raise ModelFileError(f"{self.label}: {self.role} model failed to run ({_ort_line(err)})") from None
         out = np.asarray(out)
         if out.ndim == 0 and chunk.shape[0] == 1:
             out = out.reshape(1)  # batch-1 exports that return a bare scalar (e.g. a magnitude)

@@ -10,6 +10,9 @@ Roles and what their models provide:
   plugs in by providing the same);
 * quality, va: an `OnnxModel` (run, check_output).
 
+A kind's recipe block is a pydantic model with a `kind` literal; a ClassVar `files` names the
+fields that hold file paths (resolved against the recipe, left out of the fingerprint).
+
 The kinds synthfer ships are registered by models/kinds.py; `register()` adds one from outside
 (the recipe schema is rebuilt so recipes can name it at once).
 """
@@ -86,6 +89,11 @@ def kinds(role: str) -> dict[str, ModelKind]:
 
 def kind_of(role: str, spec: Any) -> ModelKind:
     return _KINDS[(role, spec.kind)]
+
+
+def spec_files(spec: Any) -> dict[str, str]:
+    """Field name -> path as written, for every file a model block names (its `files` fields)."""
+    return {f: getattr(spec, f) for f in getattr(spec, "files", ()) if getattr(spec, f, None)}
 
 
 def licence(key: str) -> Licence:

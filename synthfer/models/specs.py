@@ -14,11 +14,7 @@ from synthfer.blocks import PathError, Strict
 
 
 class _FileSpec(Strict):
-    files: ClassVar[tuple[str, ...]] = ()
-
-    def file_paths(self) -> dict[str, str]:
-        """Field name -> path as written, for every file this block names."""
-        return {f: getattr(self, f) for f in self.files if getattr(self, f, None)}
+    files: ClassVar[tuple[str, ...]] = ()   # fields holding file paths (registry.spec_files)
 
 
 class BuiltinGenerator(_FileSpec):

@@ -63,7 +63,7 @@ class LoadedRecipe:
         for role in _ROLES:
             spec = getattr(self.recipe.models, role)
             if spec is not None:
-                out += [(role, spec, field, value) for field, value in spec.file_paths().items()]
+                out += [(role, spec, field, value) for field, value in registry.spec_files(spec).items()]
         return out
 
     def fingerprint_inputs(self, model_hashes: dict[str, str], device_type: str) -> dict:

@@ -12,11 +12,9 @@ from pydantic import Discriminator, Field, Tag, create_model, field_validator, m
 from pydantic.fields import FieldInfo
 
 from synthfer import circumplex
-from synthfer.filters import Band, Filters, Thresholds, check_models
+from synthfer.filters import Filters, check_models
 from synthfer.models import kinds as _kinds  # noqa: F401  (registers the shipped model kinds)
 from synthfer.models import registry, specs
-from synthfer.models.specs import (BuiltinEditor, BuiltinGenerator, EmoStyleEditor, Preprocess, QualityPreprocess,
-                                   QualitySpec, StyleGAN2Generator, VAPreprocess, VASpec)
 from synthfer.blocks import IndexedError as _IndexedError
 from synthfer.blocks import PathError as _PathError
 from synthfer.blocks import Strict as _Strict

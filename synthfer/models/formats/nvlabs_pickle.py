@@ -1,4 +1,4 @@
-"""NVIDIA (NVlabs) generator files: a pickle reader that runs nothing, and the key-layout mapping.
+"""NVIDIA (NVlabs) network pickles: a reader that runs nothing from the file.
 
 An NVlabs network pickle (stylegan2-ada-pytorch, stylegan3) is a plain ``pickle.dump`` of
 ``{G, D, G_ema, training_set_kwargs, augment_pipe}`` (some files hold only ``G_ema``). Each network
@@ -23,7 +23,6 @@ from __future__ import annotations
 import codecs
 import importlib
 import io
-import math
 import pickle
 import re
 import warnings
@@ -34,8 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from synthfer.errors import ModelFileError
-from synthfer.models.stylegan2 import Generator, blur_kernel, channels_for
+from synthfer.errors import ModelFileError, first_line
+from synthfer.models.formats import Weights
 
 # torch.load's weights_only refusals name the global as "GLOBAL module.name".
 _TORCH_REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
@@ -178,9 +177,9 @@ def read_network_pickle(path: str | Path) -> Any:
                                  f"only tensors and plain data are allowed") from None
         if "truncated" in str(err):
             raise ModelFileError(f"{path}: truncated (the pickle ends early)") from None
-        raise ModelFileError(f"{path}: damaged pickle ({_first_line(err)})") from None
+        raise ModelFileError(f"{path}: damaged pickle ({first_line(err)})") from None
     except Exception as err:  # malformed opcodes raise many types (ValueError, TypeError, RuntimeError, ...)
-        raise ModelFileError(f"{path}: damaged pickle ({_first_line(err)})") from None
+        raise ModelFileError(f"{path}: damaged pickle ({first_line(err)})") from None
 
 
 def flatten_state(obj: PersistentObject, prefix: str = "") -> dict[str, torch.Tensor]:
@@ -212,140 +211,13 @@ def g_ema_state(path: str | Path, data: Any) -> tuple[dict[str, torch.Tensor], d
     try:
         state = flatten_state(g_ema)
     except (ValueError, TypeError, AttributeError, RecursionError) as err:
-        raise ModelFileError(f"{path}: damaged G_ema network ({_first_line(err)})") from None
+        raise ModelFileError(f"{path}: damaged G_ema network ({first_line(err)})") from None
     init_kwargs = g_ema.state.get("_init_kwargs")
     return state, dict(init_kwargs) if isinstance(init_kwargs, dict) else {}
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
-
-
-# ---------------------------------------------------------------- NVlabs -> rosinality key layout
-# Constant blur kernels: the Generator owns them as buffers (rosinality files carry them as
-# ``convs.{even}.conv.blur.kernel`` / ``to_rgbs.N.upsample.kernel``). NVlabs files carry their own
-# ``resample_filter`` instead; nvlabs_to_rosinality checks each is the standard [1,3,3,1] filter
-# (the only one the Generator implements) and drops it.
-
-_BLOCK_KEY = re.compile(r"synthesis\.b(\d+)\.(?:(conv0|conv1|torgb)\.)?(.+)")
-_MAPPING_KEY = re.compile(r"mapping\.fc(\d+)\.(weight|bias)")
-
-
-def is_stylegan3(keys: Any) -> bool:
-    return any(k.startswith("synthesis.input.") or re.match(r"synthesis\.L\d+_", k) for k in keys)
-
-
-def _check_filter(key: str, value: torch.Tensor) -> None:
-    expected = blur_kernel(1.0)
-    if value.shape != expected.shape or not torch.allclose(value.float().cpu(), expected, atol=1e-6):
-        raise ValueError(f"{key}: only the [1,3,3,1] resample filter is supported")
-
-
-def _layer_key(prefix: str, name: str, value: torch.Tensor, is_rgb: bool) -> tuple[str, torch.Tensor]:
-    """Map one NVlabs conv/torgb tensor name (below the layer) to rosinality's name and shape."""
-    if name == "weight":
-        return f"{prefix}.conv.weight", value.unsqueeze(0)
-    if name in ("affine.weight", "affine.bias"):
-        return f"{prefix}.conv.modulation.{name.split('.')[1]}", value
-    if name == "bias":
-        if is_rgb:
-            return f"{prefix}.bias", value.reshape(1, -1, 1, 1)
-        return f"{prefix}.activate.bias", value
-    if name == "noise_strength" and not is_rgb:
-        return f"{prefix}.noise.weight", value.reshape(1)
-    raise KeyError(name)
-
-
-def nvlabs_to_rosinality(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename/reshape an NVlabs ``G_ema`` state dict to the rosinality layout used by Generator.
-
-    ``resample_filter`` buffers are validated and dropped; unknown keys, including StyleGAN3
-    (``synthesis.input.*``, ``synthesis.L*``) and conditional (``mapping.embed.*``) networks,
-    raise ValueError.
-    """
-    if is_stylegan3(state):
-        raise ValueError("this is a StyleGAN3 (-T/-R) network, not StyleGAN2: not supported")
-    out: dict[str, torch.Tensor] = {}
-    unknown: list[str] = []
-    for key, value in state.items():
-        if key == "mapping.w_avg":
-            out["latent_avg"] = value
-            continue
-        m = _MAPPING_KEY.fullmatch(key)
-        if m:
-            out[f"style.{int(m.group(1)) + 1}.{m.group(2)}"] = value
-            continue
-        m = _BLOCK_KEY.fullmatch(key)
-        if not m:
-            unknown.append(key)
-            continue
-        res, layer, name = int(m.group(1)), m.group(2), m.group(3)
-        if res < 4 or res & (res - 1):
-            unknown.append(key)
-            continue
-        if name == "resample_filter":
-            _check_filter(key, value)
-            continue
-        if layer is None:
-            if res == 4 and name == "const":
-                out["input.input"] = value.unsqueeze(0)
-            else:
-                unknown.append(key)
-            continue
-        j = int(math.log2(res)) - 3  # block index above 4 px
-        if res == 4:
-            if layer == "conv0":
-                unknown.append(key)
-                continue
-            prefix, noise_idx = ("to_rgb1", None) if layer == "torgb" else ("conv1", 0)
-        elif layer == "torgb":
-            prefix, noise_idx = f"to_rgbs.{j}", None
-        else:
-            k = 2 * j + (layer == "conv1")
-            prefix, noise_idx = f"convs.{k}", k + 1
-        if name == "noise_const" and noise_idx is not None:
-            out[f"noises.noise_{noise_idx}"] = value.reshape(1, 1, *value.shape[-2:])
-            continue
-        try:
-            new_key, new_value = _layer_key(prefix, name, value, layer == "torgb")
-        except KeyError:
-            unknown.append(key)
-            continue
-        out[new_key] = new_value
-    if unknown:
-        shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
-        raise ValueError(f"not a StyleGAN2 generator state dict: {len(unknown)} unexpected keys ({shown})")
-    return out
-
-
-def generator_from_nvlabs_kwargs(init_kwargs: dict) -> Generator:
-    """Empty Generator with the architecture described by NVlabs ``G_ema`` ``_init_kwargs``."""
-    if init_kwargs.get("c_dim", 0):
-        raise ValueError(f"conditional generators (c_dim={init_kwargs['c_dim']}) are not supported")
-    if init_kwargs.get("img_channels", 3) != 3:
-        raise ValueError(f"only RGB generators are supported (img_channels={init_kwargs['img_channels']})")
-    mk = dict(init_kwargs.get("mapping_kwargs") or {})
-    sk = dict(init_kwargs.get("synthesis_kwargs") or {})
-    arch = sk.get("architecture", "skip")
-    if arch != "skip":
-        raise ValueError(f"only the 'skip' synthesis architecture is supported, got {arch!r}")
-    for where, kwargs in (("mapping", mk), ("synthesis", sk)):
-        if kwargs.get("activation", "lrelu") != "lrelu":
-            raise ValueError(f"only leaky-ReLU networks are supported ({where} activation {kwargs['activation']!r})")
-    w_dim = int(init_kwargs["w_dim"])
-    if mk.get("layer_features") not in (None, w_dim):
-        raise ValueError("mapping layer_features different from w_dim are not supported")
-    resolution = int(init_kwargs["img_resolution"])
-    channels = channels_for(
-        resolution, channel_base=int(sk.get("channel_base", 32768)), channel_max=int(sk.get("channel_max", 512))
-    )
-    return Generator(
-        resolution=resolution,
-        z_dim=int(init_kwargs["z_dim"]),
-        w_dim=w_dim,
-        n_mlp=int(mk.get("num_layers", 8)),
-        channels=channels,
-        lr_mul=float(mk.get("lr_multiplier", 0.01)),
-        conv_clamp=sk.get("conv_clamp"),
-    )
+def read(path: Path) -> Weights:
+    """An NVlabs network pickle's G_ema as NVlabs-layout tensors, with its constructor kwargs."""
+    state, init_kwargs = g_ema_state(path, read_network_pickle(path))
+    return Weights(Path(path), "nvlabs-pickle", state, "NVlabs network pickle (G_ema)", "nvlabs",
+                   {"init_kwargs": init_kwargs})

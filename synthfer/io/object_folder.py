@@ -1,0 +1,111 @@
+"""An output folder at an fsspec URL (s3://, gs://, memory://, ...): each object written whole
+with one PUT under its final name, listings never cached."""
+
+from __future__ import annotations
+
+import errno
+from typing import BinaryIO, Iterable
+
+from synthfer.io.folder import Entry, OutputFolder
+
+
+
+class ObjectFolder(OutputFolder):
+    """An fsspec URL. Object stores write each object whole, so no temporaries and no rename."""
+
+    def __init__(self, url: str, storage_options: dict | None = None):
+        self.location = url.rstrip("/")
+        self.protocol = url.split("://", 1)[0]
+        self.storage_options = dict(storage_options or {})
+        self._fs = None
+
+    def __repr__(self) -> str:
+        return f"ObjectFolder({self.location!r})"
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_fs"] = None  # rebuilt where the folder is unpickled (Ray actors, worker processes)
+        return state
+
+    @property
+    def fs(self):
+        if self._fs is None:
+            import fsspec
+
+            # Listings are never cached: other writers (Ray actors) change the folder under us.
+            self._fs = _call(fsspec.filesystem, self.protocol, skip_instance_cache=True,
+                             use_listings_cache=False, **self.storage_options)
+        return self._fs
+
+    def _path(self, rel: str) -> str:
+        root = self.fs._strip_protocol(self.location).rstrip("/")
+        return f"{root}/{rel}" if rel else root
+
+    def exists(self, rel: str) -> bool:
+        return bool(_call(self.fs.exists, self._path(rel)))
+
+    def is_dir(self, rel: str) -> bool:
+        return bool(_call(self.fs.isdir, self._path(rel)))
+
+    def size(self, rel: str) -> int:
+        return int(_call(self.fs.size, self._path(rel)))
+
+    def open(self, rel: str) -> BinaryIO:
+        return _call(self.fs.open, self._path(rel), "rb")
+
+    def read_bytes(self, rel: str) -> bytes:
+        return _call(self.fs.cat_file, self._path(rel))
+
+    def list(self, rel: str = "") -> list[Entry]:
+        try:
+            entries = _call(self.fs.ls, self._path(rel), detail=True)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        base = self._path(rel).rstrip("/") + "/"
+        out = [Entry(e["name"].rstrip("/").rsplit("/", 1)[-1], e.get("type") == "directory")
+               for e in entries if e["name"].rstrip("/") + "/" != base]
+        return sorted(out, key=lambda e: e.name)
+
+    def ensure(self) -> None:
+        if self.protocol in ("s3", "s3a", "gs", "gcs"):
+            bucket = self._path("").split("/", 1)[0]
+            if not _call(self.fs.exists, bucket):
+                raise FileNotFoundError(errno.ENOENT, "no such bucket (synthfer does not create buckets)",
+                                        f"{self.protocol}://{bucket}")
+
+    def write_all(self, items: Iterable[tuple[str, bytes]]) -> None:
+        for rel, data in items:
+            _call(self.fs.pipe_file, self._path(rel), data)
+
+    def create_exclusive(self, rel: str, data: bytes) -> bool:
+        try:
+            _call(self.fs.pipe_file, self._path(rel), data, mode="create")
+        except FileExistsError:
+            return False
+        return True
+
+    def remove(self, rel: str) -> None:
+        try:
+            _call(self.fs.rm_file, self._path(rel))
+        except FileNotFoundError:
+            pass
+
+    def remove_tree(self, rel: str) -> None:
+        for child in self.files(rel):
+            self.remove(child)
+
+
+def _call(fn, *args, **kwargs):
+    """Run an fsspec call; anything that is not already an OSError (botocore's ClientError,
+    connection errors, aiohttp's) becomes one, so callers handle storage failures in one way."""
+    try:
+        return fn(*args, **kwargs)
+    except OSError:
+        raise
+    except Exception as err:  # noqa: BLE001 - backends raise their own types
+        text = " ".join(str(err).split()) or type(err).__name__
+        if "PreconditionFailed" in text or "412" in text:
+            raise FileExistsError(errno.EEXIST, text) from None
+        if "NoSuchKey" in text or "Not Found" in text or "404" in text:
+            raise FileNotFoundError(errno.ENOENT, text) from None
+        raise OSError(errno.EIO, text) from None
