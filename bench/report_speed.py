@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from synthfer import circumplex, metrics
-from synthfer.io.manifest import rows_to_table
+from synthfer.io.manifest import SCHEMA, rows_to_table
 from synthfer.report import write_report
 
 TARGET_S = 10.0
@@ -68,7 +68,8 @@ def synthetic_output(folder: Path, rows: int, seed: int) -> Path:
         reasons = (["failure_band"] if skipped[i] else
                    (["low_quality"] if quality[i] < 20 else []) + (["va_direction"] if direction_bad[i] else []))
         measured = not skipped[i]
-        row = dict(key=f"{ident[i]:07d}_{names[i]}", shard=int(ident[i] // 10), identity=int(ident[i]),
+        row = dict.fromkeys(SCHEMA.names)   # every column; unmeasured scores stay null
+        row.update(key=f"{ident[i]:07d}_{names[i]}", shard=int(ident[i] // 10), identity=int(ident[i]),
                    identity_seed=int(ident[i]), split="train", target=names[i],
                    target_angle_deg=None if angle[i] != angle[i] else float(angle[i]),
                    target_intensity=float(s[i]), target_valence=float(tv[i]), target_arousal=float(ta[i]),

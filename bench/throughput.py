@@ -15,7 +15,7 @@ In one run, on the same models, device and dtype:
      each image is also assessed on its own (the same ONNX models as b, batch 1), so c does the
      same work per image as b. Fewer images than a and b (whole identities, about 64 by default).
 
-Each phase runs in its own subprocess (this script with --phase), so its peak RSS is its own.
+Each phase runs in its own subprocess (bench/throughput_phases.py), so its peak RSS is its own.
 Phases alternate a, b, c for --rounds rounds (default 2; --quick and 1024: 1) and the fastest run of each
 is kept (other processes only ever slow a run down); peak RSS is the largest of the rounds.
 Ratios b/a and b/c are printed with the targets for a 2-core CPU (b/a >= 0.8, b/c >= 3).
@@ -43,335 +43,22 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-# The same targets as every phase: 8 named directions (3 of them in the verified failure band)
-# at two intensities, plus the unedited identity.
-EMOTIONS = ["happy", "excited", "angry", "afraid", "sad", "bored", "tired", "calm"]
-INTENSITIES = [0.5, 1.0]
-TARGETS_PER_IDENTITY = len(EMOTIONS) * len(INTENSITIES) + 1
-FILTERS = {"min_quality": 20, "min_identity_similarity": 0.6,  # the demo's filters
-           "failure_bands": [{"from_deg": 242, "to_deg": 329, "action": "verify", "max_direction_error_deg": 45}]}
-PSI = 0.7
-CHANNEL_MAX = 64  # builtin sizes (64, 256)
-
-# Default images per phase (a and b; c gets at most BASELINE_DEFAULT) and --quick counts, per
-# size. With the default rounds on a 2-core CPU: about 1 min (64), 3 min (256), 4 min (1024).
-DEFAULT_SAMPLES = {64: 3400, 256: 340, 1024: 17}
-DEFAULT_SAMPLES_GPU = {64: 10000, 256: 4000, 1024: 1000}
-QUICK_SAMPLES = {64: 680, 256: 34, 1024: 17}  # 64: two shards, so the writer overlaps
-BASELINE_DEFAULT, BASELINE_QUICK = 64, 34
-# output.samples_per_shard (20 / 10 / 2 identities): every default run has several shards, so
-# the writer thread overlaps the next shard's generation as in a real build.
-SHARD_SAMPLES = {64: 340, 256: 170, 1024: 34}
-# --quick's small count still has 3 shards: a one-shard build has no writer overlap and so a
-# lower peak, which would make the comparison look worse than it is.
-RSS_COUNTS, RSS_COUNTS_QUICK = (1000, 10000), (1000, 3000)
-
-TARGET_B_OVER_A, TARGET_B_OVER_C, TARGET_RSS_RATIO = 0.8, 3.0, 1.10
-
-PHASE_LABELS = {
-    "a": "a  raw generator (z -> image)",
-    "b": "b  synthfer build (edit+assess+encode+write)",
-    "c": "c  EmoStyle-style baseline (incl. assess)",
-}
-
-
-# ------------------------------------------------------------------------------------------------
-# Children: one phase each, one JSON line on stdout.
-
-
-def _peak_rss_kib() -> int:
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak // 1024 if sys.platform == "darwin" else peak  # macOS reports bytes, Linux KiB
-
-
-def _device(name: str, dtype: str):
-    from synthfer.models.load import resolve_device
-
-    device = resolve_device(name)
-    if dtype != "float32" and device.type != "cuda":
-        raise SystemExit(f"--dtype {dtype} runs under CUDA autocast only; this device is {device.type}")
-    return device
-
-
-def _device_name(device) -> str:
-    import torch
-
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{model}, {cores} cores ({torch.get_num_threads()} torch threads)"
-
-
-def _sync(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _model_files(workdir: Path) -> tuple[Path, Path]:
-    return workdir / "models" / "generator-1024.pt", workdir / "models" / "editor-1024.pt"
-
-
-def phase_prep(args) -> dict:
-    """Size 1024: a random config-f generator and full-size editor, as files a recipe can name."""
-    import torch
-
-    from synthfer.models.emostyle import EmoMappingWplus
-    from synthfer.models.stylegan2 import Generator, channels_for
-
-    g_path, e_path = _model_files(args.workdir)
-    g_path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        generator = Generator(1024, 512, 512, n_mlp=8, channels=channels_for(1024, channel_multiplier=2))
-        editor = EmoMappingWplus()
-    with torch.no_grad():
-        generator.latent_avg.copy_(generator.mean_w(1024, seed=0))
-    # rosinality's converted-checkpoint layout and EmoStyle's checkpoint layout
-    torch.save({"g_ema": generator.state_dict(), "latent_avg": generator.latent_avg.clone()}, g_path)
-    torch.save({"emo_mapping_state_dict": editor.state_dict()}, e_path)
-    return {"generator": str(g_path), "editor": str(e_path)}
-
-
-def _models(args):
-    """The generator and editor every phase uses (CPU, eval)."""
-    from synthfer.models import builtin, checkpoints
-
-    if args.size == 1024:
-        g_path, e_path = _model_files(args.workdir)
-        return checkpoints.load_generator(g_path), checkpoints.load_editor(e_path)
-    generator = builtin.builtin_generator(0, args.size, CHANNEL_MAX)
-    return generator, builtin.builtin_editor(0, generator.n_latent, generator.w_dim)
-
-
-def write_recipe(folder: Path, args, identities: int) -> Path:
-    import yaml
-
-    if args.size == 1024:
-        g_path, e_path = _model_files(args.workdir)
-        generator = {"kind": "stylegan2", "checkpoint": str(g_path)}
-        editor = {"kind": "emostyle", "checkpoint": str(e_path)}
-    else:
-        generator = {"kind": "builtin", "seed": 0, "resolution": args.size, "channel_max": CHANNEL_MAX}
-        editor = {"kind": "builtin", "seed": 0}
-    recipe = {
-        "name": f"throughput-{args.size}",
-        "seed": 0,
-        "identities": {"count": identities, "truncation_psi": PSI},
-        "targets": {"emotions": EMOTIONS, "intensities": INTENSITIES, "neutral": True},
-        "models": {"generator": generator, "editor": editor, "quality": {"kind": "builtin"}, "va": {"kind": "builtin"}},
-        "filters": FILTERS,
-        "output": {"dir": "out", "samples_per_shard": args.samples_per_shard or SHARD_SAMPLES[args.size],
-                   "image": {"format": "png", "size": args.size}},
-        "execution": {"device": args.device, "dtype": args.dtype, "batch_size": args.batch_size},
-    }
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    return path
-
-
-def phase_a(args) -> dict:
-    """Raw generator: z -> w (psi 0.7) -> image, batched, inference_mode; warm-up excluded."""
-    import contextlib
-
-    import torch
-
-    device = _device(args.device, args.dtype)
-    generator, _ = _models(args)
-    generator.eval().requires_grad_(False).to(device)
-    if device.type == "cuda":
-        generator.to(memory_format=torch.channels_last)  # as synthfer's loader does
-    n, bs = args.count, args.batch_size
-    rng = torch.Generator(device="cpu").manual_seed(0)
-    z = torch.randn(n + bs, generator.z_dim, generator=rng)
-    autocast = (torch.autocast("cuda", dtype=getattr(torch, args.dtype)) if args.dtype != "float32"
-                else contextlib.nullcontext())
-    with torch.inference_mode(), autocast:
-        generator.synthesis(generator.mapping(z[n:].to(device), truncation_psi=PSI))  # warm-up
-        _sync(device)
-        t0 = time.perf_counter()
-        for start in range(0, n, bs):
-            generator.synthesis(generator.mapping(z[start:min(start + bs, n)].to(device), truncation_psi=PSI))
-        _sync(device)
-        seconds = time.perf_counter() - t0
-    return {"images": n, "seconds": seconds, "device": str(device), "device_name": _device_name(device),
-            "resolution": generator.resolution,
-            "parameters": {"generator": sum(p.numel() for p in generator.parameters())}}
-
-
-def phase_b(args) -> dict:
-    """A real synthfer build, timed from its `started` to its `finished` event."""
-    from synthfer.build import build
-    from synthfer.progress import Quiet
-    from synthfer.recipe import load_recipe
-
-    class Clock(Quiet):
-        t_started = t_finished = None
-
-        def started(self, shards, samples, already_done):
-            self.t_started = time.perf_counter()
-
-        def finished(self):
-            self.t_finished = time.perf_counter()
-
-    device = _device(args.device, args.dtype)
-    identities = max(1, round(args.count / TARGETS_PER_IDENTITY))
-    folder = Path(tempfile.mkdtemp(prefix=f"b-{args.count}-", dir=args.workdir))
-    loaded = load_recipe(write_recipe(folder, args, identities))
-    clock = Clock()
-    t0 = time.perf_counter()
-    if args.profile:
-        result = _profiled_build(build, loaded, clock, Path(args.profile))
-    else:
-        result = build(loaded, reporter=clock)
-    t_call = time.perf_counter() - t0
-    assert result.complete, result
-    shutil.rmtree(folder)
-    skipped = result.by_status.get("skipped", 0)
-    return {"images": result.planned_samples - skipped, "seconds": clock.t_finished - clock.t_started,
-            "build_call_s": t_call, "load_s": clock.t_started - t0, "finalize_s": t0 + t_call - clock.t_finished,
-            "identities": identities, "shards": result.planned_shards, "accepted": result.by_status.get("accepted", 0),
-            "device": str(device), "device_name": _device_name(device)}
-
-
-def _profiled_build(build, loaded, clock, prof_dir: Path):
-    """cProfile of the main thread (model work) and of the writer thread (assess, encode, commit)."""
-    import cProfile
-    import pstats
-
-    from synthfer import worker as worker_module
-
-    writer = cProfile.Profile()
-    finish = worker_module.Worker.finish
-
-    def profiled_finish(self, computed, store):
-        writer.enable()
-        try:
-            return finish(self, computed, store)
-        finally:
-            writer.disable()
-
-    worker_module.Worker.finish = profiled_finish
-    main = cProfile.Profile()
-    try:
-        result = main.runcall(build, loaded, reporter=clock)
-    finally:
-        worker_module.Worker.finish = finish
-    prof_dir.mkdir(parents=True, exist_ok=True)
-    for name, prof in (("main", main), ("writer", writer)):
-        prof.dump_stats(prof_dir / f"b-{name}.prof")
-        print(f"--- phase b, {name} thread, top 25 by own time ---", file=sys.stderr)
-        pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(25)
-    return result
-
-
-def phase_c(args) -> dict:
-    """EmoStyle-toolkit style: models reloaded per identity, one image at a time, autograd on,
-    the editor's per-layer loop, synchronous PNG save; plus per-image assessment (batch 1)."""
-    import torch
-    from PIL import Image
-
-    from synthfer.models.checkpoints import read_onnx
-    from synthfer.models.builtin_onnx import builtin_model_path
-    from synthfer.models.emostyle import EmoMappingWplus
-    from synthfer.models.layouts import editor_config, generator_config
-    from synthfer.models.onnx import OnnxModel
-    from synthfer.models.stylegan2 import Generator, to_uint8
-    from synthfer.plan import Plan
-    from synthfer.recipe import load_recipe
-    from synthfer.stages.assess import Assessor
-
-    device = _device(args.device, "float32")
-    identities = max(1, round(args.count / TARGETS_PER_IDENTITY))
-    folder = Path(tempfile.mkdtemp(prefix="c-", dir=args.workdir))
-    recipe = load_recipe(write_recipe(folder, args, identities)).recipe
-    targets = Plan(recipe).targets
-    assert len(targets) == TARGETS_PER_IDENTITY, len(targets)
-    generator, editor = _models(args)
-    g_config, e_config = generator_config(generator), editor_config(editor)
-    e_config["hidden"] = tuple(e_config["hidden"])
-    g_file, e_file = folder / "generator.pt", folder / "editor.pt"
-    torch.save(generator.state_dict(), g_file)
-    torch.save(editor.state_dict(), e_file)
-    del generator, editor
-    q, va = recipe.models.quality, recipe.models.va
-
-    def onnx(role, spec):
-        return OnnxModel(read_onnx(builtin_model_path(role)), f"builtin {role} model", role, spec.preprocess.size,
-                         str(device))
-
-    assessor = Assessor(onnx("quality", q), q, onnx("va", va), va)
-    images_dir = folder / "images"
-    images_dir.mkdir(parents=True, exist_ok=True)
-    rng = torch.Generator(device="cpu").manual_seed(0)
-    n = 0
-    t0 = time.perf_counter()
-    for identity in range(identities):
-        # The toolkit builds and loads its networks again for every identity.
-        generator = Generator(**g_config)
-        generator.load_state_dict(torch.load(g_file, map_location="cpu", weights_only=True))
-        generator.to(device).eval()
-        editor = EmoMappingWplus(**e_config)
-        editor.load_state_dict(torch.load(e_file, map_location="cpu", weights_only=True))
-        editor.to(device).eval()
-        z = torch.randn(1, generator.z_dim, generator=rng).to(device)
-        w = generator.mapping(z, truncation_psi=PSI)  # autograd on: graphs are built and dropped
-        for target in targets:
-            if target.is_neutral:
-                ws = w
-            else:
-                va_t = torch.tensor([[target.valence, target.arousal]], dtype=torch.float32, device=device)
-                ws = w + editor.forward_loop(w, va_t)
-            pixels = to_uint8(generator.synthesis(ws).detach())
-            Image.fromarray(pixels[0].cpu().numpy()).save(images_dir / f"{identity:07d}_{target.key}.png")
-            assessor.measure(pixels, 1)
-            n += 1
-    _sync(device)
-    seconds = time.perf_counter() - t0
-    shutil.rmtree(folder)
-    return {"images": n, "seconds": seconds, "identities": identities, "includes_assessment": True,
-            "device": str(device), "device_name": _device_name(device)}
-
-
-PHASES = {"prep": phase_prep, "a": phase_a, "b": phase_b, "c": phase_c}
-
-
-def run_child(args) -> None:
-    import torch
-
-    args.workdir = Path(args.workdir)
-    out = PHASES[args.phase](args)
-    if "images" in out:
-        out["images_per_s"] = out["images"] / out["seconds"] if out["seconds"] > 0 else 0.0
-    out.update(phase=args.phase, peak_rss_kib=_peak_rss_kib(), torch=torch.__version__)
-    print(json.dumps(out), flush=True)
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from throughput_phases import (BASELINE_DEFAULT, BASELINE_QUICK, DEFAULT_SAMPLES, DEFAULT_SAMPLES_GPU,  # noqa: E402
+                               PHASE_LABELS, QUICK_SAMPLES, RSS_COUNTS, RSS_COUNTS_QUICK, SHARD_SAMPLES,
+                               TARGET_B_OVER_A, TARGET_B_OVER_C, TARGET_RSS_RATIO, TARGETS_PER_IDENTITY)
 
 # ------------------------------------------------------------------------------------------------
 # Parent: runs the children, prints the table / JSON. Imports no torch, so it stays small.
 
 
 def spawn(args, phase: str, count: int, workdir: Path, profile: str | None = None, note: str = "") -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--phase", phase, "--count", str(count),
+    cmd = [sys.executable, str(Path(__file__).resolve().parent / "throughput_phases.py"), "--phase", phase, "--count", str(count),
            "--workdir", str(workdir), "--size", str(args.size), "--device", args.device, "--dtype", args.dtype,
            "--batch-size", str(args.batch_size)]
     if args.samples_per_shard:
@@ -530,15 +217,9 @@ def main() -> None:
     ap.add_argument("--profile", metavar="DIR", default=None,
                     help="cProfile phase b (main and writer threads): stats to stderr, .prof files to DIR")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    ap.add_argument("--phase", choices=tuple(PHASES), help=argparse.SUPPRESS)
-    ap.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
-    ap.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.batch_size < 1:
         ap.error("--batch-size must be >= 1")
-    if args.phase:
-        run_child(args)
-        return
     args.rounds = args.rounds or (1 if args.quick or args.size == 1024 else 2)
     if args.rounds < 1:
         ap.error("--rounds must be >= 1")

@@ -161,3 +161,11 @@ def test_unexpected_errors_are_one_line_with_a_documented_code(cli, write_recipe
         raise PermissionError(13, "Permission denied", "/some/file")
     monkeypatch.setattr(plan.Plan, "select", denied)
     assert _one_error(cli("build", write_recipe(SMALL)), 1) == "Error: /some/file: Permission denied"
+
+
+def test_readme_lists_every_reject_reason_with_its_label():
+    from synthfer.filters import reasons
+    from tests.conftest import REPO
+    readme = (REPO / "README.md").read_text()
+    for reason, rule in reasons().items():
+        assert f"| `{reason}` | {rule.short} |" in readme, reason
