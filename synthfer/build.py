@@ -9,20 +9,18 @@ from committed shards only, write run.json.
 from __future__ import annotations
 
 import json
-import signal
-import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from synthfer import summary
-from synthfer.errors import InterruptedBuild, ModelFileError, OutputError, ShardsFailedError, UsageError
+from synthfer import signals, summary
+from synthfer.errors import ModelFileError, OutputError, ShardsFailedError, UsageError
 from synthfer.executors import core, distributed, make_backend
 from synthfer.io.layout import CURRENT
 from synthfer.io.lock import output_lock
 from synthfer.io.manifest import merge_parts
-from synthfer.io.shards import ShardStore
+from synthfer.io.shards import ShardStore, is_output
 from synthfer.models.load import build_device, load_models
 from synthfer.plan import Plan, Shard
 from synthfer.progress import Quiet
@@ -91,13 +89,14 @@ def build(loaded: LoadedRecipe, shards: str | None = None, reporter: Reporter | 
 
     with _storage(folder, "cannot create the output folder"):
         folder.ensure()
-    with output_lock(folder, layout, recipe.output.lock) as lock, _signals_abandon_shard():
+    with output_lock(folder, layout, recipe.output.lock) as lock, signals.handled():
         with _storage(folder, "cannot write"):
             _reconcile(store, inputs, fingerprint, mode, reporter)
             folder.remove_temporaries(layout.data_dirs)
             for rel in store.garbage():
                 folder.remove(rel)
-            folder.write(layout.fingerprint, _json({"fingerprint": fingerprint, "inputs": inputs,
+            folder.write(layout.fingerprint, _json({"written_by": "synthfer", "format_version": layout.version,
+                                                    "fingerprint": fingerprint, "inputs": inputs,
                                                     "shard_fingerprint": shard_fingerprint,
                                                     "lock": lock.method}))
             committed = core.valid_committed(store, plan, shard_fingerprint, trust_markers, reporter,
@@ -194,13 +193,18 @@ def _reconcile(store: ShardStore, inputs: dict, fingerprint: str, mode: Mode, re
         reporter.note(f"--mode extend: identities.count {old} -> {new}; existing shards are kept")
         return
     hint = "--mode extend" if count_only else "--mode overwrite"
+    if not changes:  # same inputs, other fingerprint: the record itself was changed
+        raise UsageError(f"{folder.display(layout.fingerprint)}: its fingerprint {state.get('fingerprint')!r} does not "
+                         f"match its own inputs ({fingerprint}): the file was edited; use --mode overwrite or "
+                         f"another --output")
     raise UsageError(f"{folder.location}: was built from a different recipe or weights ({'; '.join(changes)}); "
                      f"use {hint} or another --output")
 
 
 def _clear(store: ShardStore) -> None:
     """Remove the previous build: the manifest first (it must never list a shard that is gone),
-    then each shard (marker first), unmarked shard files, and the build's own records."""
+    then each shard (marker first), unmarked shard files, the build's records and its report.
+    Only files synthfer writes, by name; anything else a user put there stays."""
     folder, layout = store.folder, store.layout
     folder.remove(layout.manifest)
     for index in store.marker_indices():
@@ -209,13 +213,18 @@ def _clear(store: ShardStore) -> None:
         folder.remove(rel)
     for rel in (layout.run_json, layout.fingerprint):
         folder.remove(rel)
-    folder.remove_tree(layout.report_dir)  # a report of the old build would describe data that is gone
+    for entry in folder.list(layout.report_dir):  # a report of the old build would describe data that is gone
+        if not entry.is_dir and layout.is_report_file(entry.name):
+            folder.remove(f"{layout.report_dir}/{entry.name}")
+    for rel in (layout.report_dir, *layout.shard_dirs):
+        folder.remove_empty_dir(rel)
 
 
 def _finalize(loaded, plan, store, fingerprint, shard_fingerprint, model_info, pending, failed, t0,
               built_s) -> BuildResult:
     committed = store.committed()
-    parts = [store.layout.part(s.index) for s in plan.shards if s.index in committed]
+    parts = [(store.layout.part(s.index), committed[s.index]["files"][store.layout.part(s.index)]["sha256"])
+             for s in plan.shards if s.index in committed]
     table = merge_parts(store.folder, parts, store.layout.manifest)
     built = [s for s in pending if s.name not in failed]
     built_images = sum(len(s.identities) for s in built) * len(plan.targets)
@@ -231,32 +240,27 @@ def _finalize(loaded, plan, store, fingerprint, shard_fingerprint, model_info, p
 
 
 def _check_output(folder, layout) -> None:
-    if folder.is_local and folder.exists("") and not folder.is_dir(""):
-        raise UsageError(f"{folder.location}: output.dir exists and is not a folder")
-    names = {e.name for e in folder.list("")} - {layout.lock}
-    names = {n for n in names if layout.lease_generation(n) is None}
-    if names and not names & {layout.run_json, layout.fingerprint, *layout.shard_dirs}:
-        raise UsageError(f"{folder.location}: output.dir is a non-empty folder that is not a synthfer output; "
-                         f"choose an empty or new folder")
+    """The output is new, empty, or synthfer's own (by its signature, not by file names);
+    anything else is refused in every mode, so no build ever writes into or clears a user's folder."""
+    if folder.is_local:
+        _check_local_path(folder)
+    names = [e.name for e in folder.list("") if not (e.name == layout.lock or layout.lease_generation(e.name) is not None
+                                                       or layout.is_temporary(e.name))]
+    if names and not is_output(folder, layout):
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        raise UsageError(f"{folder.location}: output.dir is a non-empty folder that is not a synthfer output (it "
+                         f"holds {shown}); choose an empty or new folder")
 
 
-@contextmanager
-def _signals_abandon_shard():
-    """SIGTERM/SIGINT raise InterruptedBuild in the main thread: the shard being computed is
-    abandoned (its temporaries are cleaned by the next run), a commit already under way on the
-    writer thread completes, and the build exits 143/130."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, _frame):
-        name = signal.Signals(signum).name
-        raise InterruptedBuild(f"{name}: build interrupted; committed shards are intact, run again to finish",
-                               128 + signum)
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+def _check_local_path(folder) -> None:
+    """A path that can never be a folder (it, or a folder above it, is a file) is a usage error."""
+    path = folder.root
+    while True:
+        if path.exists() or path.is_symlink():
+            if not path.is_dir():
+                what = "output.dir" if path == folder.root else f"{path} (above output.dir)"
+                raise UsageError(f"{folder.location}: {what} exists and is not a folder")
+            return
+        if path.parent == path:
+            return
+        path = path.parent

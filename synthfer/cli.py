@@ -167,13 +167,18 @@ def report(
 def verify(out_dir: str = typer.Argument(..., metavar="OUT_DIR", help="A build's output folder (path or URL).")):
     """Re-hash shards against their markers and the manifest; exit 1 listing any problem."""
     def body():
+        from synthfer.errors import LockedError
         from synthfer.io.layout import CURRENT
         from synthfer.io.lock import output_lock
         from synthfer.io.verify import verify as run_verify
 
         folder = _open_output(out_dir)
-        with output_lock(folder, CURRENT, shared=True):  # a running build would make its state look wrong
-            problems, counts = run_verify(folder)
+        try:
+            with output_lock(folder, CURRENT, shared=True):  # a running build would make its state look wrong
+                problems, counts = run_verify(folder)
+        except LockedError as err:
+            raise LockedError(f"{folder.location}: a build is running ({err.holder}), so nothing was checked; "
+                              f"verify when it has finished") from None
         for line in problems:
             sys.stderr.write(f"Problem: {line}\n")
         status = "FAILED" if problems else "OK"
@@ -303,8 +308,5 @@ def _human(n: float) -> str:
 
 
 def main() -> None:
+    """The CLI without the early signal handlers; the `synthfer` command is synthfer/__main__.py."""
     app()
-
-
-if __name__ == "__main__":
-    main()

@@ -69,6 +69,10 @@ class LockedError(SynthferError):
 
     exit_code = 75
 
+    def __init__(self, message: str, holder: str = "holder unknown"):
+        super().__init__(message)
+        self.holder = holder    # "pid N on HOST, started T"
+
 
 class ShardsFailedError(SynthferError):
     """The build finished, but some shards failed after their retries. `result` holds the

@@ -41,10 +41,10 @@ def main(argv: list[str]) -> None:
     for i in range(0, len(points), 3):
         nth, _, name = points[i + 2].partition(":")
         install(points[i], points[i + 1], int(nth), getattr(signal, name) if name else signal.SIGKILL)
-    from synthfer.cli import app
+    from synthfer.__main__ import main as synthfer_main
 
     sys.argv = ["synthfer", *cli_args]
-    app()
+    synthfer_main()
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ HANG_GUARD_S = 900   # only against a hung child; correctness never depends on h
 def _run(recipe: Path, *args: str, kill: tuple[str, str, str] | None = None) -> subprocess.Popen:
     """`synthfer build --quiet` in a child process, optionally with a kill point (tests/killpoints.py)."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    prefix = ["-m", "tests.killpoints", *kill, "--"] if kill else ["-m", "synthfer.cli"]
+    prefix = ["-m", "tests.killpoints", *kill, "--"] if kill else ["-m", "synthfer"]
     return subprocess.Popen([sys.executable, *prefix, "build", str(recipe), "--quiet", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=recipe.parent)
 

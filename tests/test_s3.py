@@ -47,7 +47,7 @@ def reference(tmp_path_factory):
 
 def _build(*args: str, kill: tuple[str, str, int] | None = None) -> subprocess.CompletedProcess:
     """`synthfer build` in a child process (optionally with a kill point, tests/killpoints.py)."""
-    prefix = ["-m", "tests.killpoints", *kill[:2], str(kill[2]), "--"] if kill else ["-m", "synthfer.cli"]
+    prefix = ["-m", "tests.killpoints", *kill[:2], str(kill[2]), "--"] if kill else ["-m", "synthfer"]
     return subprocess.run([sys.executable, *prefix, "build", *args], capture_output=True, text=True,
                           env=dict(os.environ, PYTHONPATH=str(REPO)), cwd=REPO, timeout=600)
 

@@ -96,6 +96,9 @@ class OutputFolder:
     def remove_tree(self, rel: str) -> None:
         """Delete a folder and everything under it."""
 
+    def remove_empty_dir(self, rel: str) -> None:
+        """Delete a folder if it is empty (object stores have no folders to delete)."""
+
     def remove_temporaries(self, rels: Iterable[str]) -> list[str]:
         """Temporaries of other (dead) builds in these folders; none on object stores."""
         return []

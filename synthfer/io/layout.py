@@ -59,6 +59,17 @@ class Layout:
     data_dirs = ("", "shards", "parts", "report")
     shard_dirs = ("shards", "parts")
 
+    # Files `synthfer report` writes into report_dir (sheet-*.png besides these).
+    report_files = ("metrics.csv", "metrics.md", "compare.csv", "compare.md", "report.html", "circumplex.png",
+                    "direction_error.png", "acceptance.png")
+
+    def is_report_file(self, name: str) -> bool:
+        return name in self.report_files or bool(re.fullmatch(r"sheet-[\w-]+\.png", name))
+
+    def is_temporary(self, name: str) -> bool:
+        """A temporary synthfer writes (`.NAME.tmp-TOKEN`)."""
+        return bool(re.fullmatch(r"\..+\.tmp-[0-9a-f]+", name))
+
     def is_shard_file(self, rel: str) -> bool:
         """A file name synthfer gives to shard data (tar or part); others are never deleted as garbage."""
         return bool(re.fullmatch(r"shards/(shard|rejected)-\d{6,}\.tar|parts/shard-\d{6,}\.parquet", rel))

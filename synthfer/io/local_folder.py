@@ -154,6 +154,12 @@ class LocalFolder(OutputFolder):
         elif path.is_dir():
             shutil.rmtree(path)
 
+    def remove_empty_dir(self, rel: str) -> None:
+        try:
+            os.rmdir(self._path(rel))
+        except OSError:
+            pass  # not empty (a file synthfer did not write), or already gone
+
     def remove_temporaries(self, rels: Iterable[str]) -> list[str]:
         """Every temporary not tagged with this build's token: under the output's lock, no other
         build can be writing, so each is a leftover of one that died."""

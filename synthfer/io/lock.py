@@ -89,8 +89,9 @@ class FlockLock:
             try:
                 fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise LockedError(f"{self.folder.location}: another build holds the lock "
-                                  f"({describe(_read_record(fd))}); wait for it or stop it") from None
+                holder = describe(_read_record(fd))
+                raise LockedError(f"{self.folder.location}: another build holds the lock ({holder}); wait for it "
+                                  f"or stop it", holder) from None
             except OSError as err:
                 if err.errno in _NO_LOCKS and self.shared:  # verify: a lease is the other way to tell
                     Lease(self.folder, self.layout, shared=True).__enter__()
@@ -176,7 +177,7 @@ class Lease:
             if holder is not None:
                 raise LockedError(f"{self.folder.location}: another build holds the lease ({describe(holder)}, "
                                   f"expires in {max(0, holder['expires'] - time.time()):.0f} s); wait for it "
-                                  f"or stop it")
+                                  f"or stop it", describe(holder))
             if self.shared:
                 return self  # verify: nobody is building; nothing to hold
             gens = self._generations()

@@ -5,6 +5,7 @@ io/records.Row, the only place a column is named; rows that do not match it exac
 from __future__ import annotations
 
 import io
+import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -47,11 +48,17 @@ def read_table(data: bytes) -> pa.Table:
     return pq.read_table(pa.BufferReader(data), schema=SCHEMA)
 
 
-def merge_parts(folder: OutputFolder, parts: list[str], final: str) -> pa.Table:
-    """The manifest from committed parts, in shard order, written whole. Returns it."""
-    tables = [read_table(folder.read_bytes(p)) for p in parts]
+# The manifest's own record of the parts it was merged from: [[relative name, sha256], ...].
+PARTS_KEY = b"synthfer.parts"
+
+
+def merge_parts(folder: OutputFolder, parts: list[tuple[str, str]], final: str) -> pa.Table:
+    """The manifest from committed parts ((name, sha256) in shard order), written whole, with the
+    list of parts in its metadata so `verify` can tell what it was made from. Returns the rows."""
+    tables = [read_table(folder.read_bytes(rel)) for rel, _ in parts]
     table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
-    folder.write(final, table_bytes(table))
+    record = json.dumps([[rel, sha] for rel, sha in parts], separators=(",", ":")).encode()
+    folder.write(final, table_bytes(table.replace_schema_metadata({PARTS_KEY: record})))
     return table
 
 
@@ -59,3 +66,16 @@ def read_manifest(folder: OutputFolder, rel: str, columns: list[str] | None = No
     with folder.open(rel) as f:
         table = pq.read_table(f, schema=SCHEMA, columns=columns)
     return table
+
+
+def merged_from(folder: OutputFolder, rel: str) -> list[tuple[str, str]] | None:
+    """The parts a manifest records it was merged from; None when it records none (older
+    synthfer). ValueError when the record is damaged."""
+    with folder.open(rel) as f:
+        metadata = pq.read_metadata(f).metadata or {}
+    if PARTS_KEY not in metadata:
+        return None
+    record = json.loads(metadata[PARTS_KEY])
+    if not isinstance(record, list) or not all(isinstance(p, list) and len(p) == 2 for p in record):
+        raise ValueError("not a list of [part, sha256]")
+    return [(str(a), str(b)) for a, b in record]

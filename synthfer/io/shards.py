@@ -137,3 +137,25 @@ class ShardStore:
                 continue
         found = [rel for folder in self.layout.shard_dirs for rel in self.folder.files(folder)]
         return [rel for rel in sorted(found) if self.layout.is_shard_file(rel) and rel not in referenced]
+
+
+def is_output(folder: OutputFolder, layout: Layout = CURRENT) -> bool:
+    """True when synthfer's own signature is there: a fingerprint.json synthfer wrote, or a
+    commit marker. Other files of those names (a user's run.json) do not make a folder ours."""
+    try:
+        record = json.loads(folder.read_bytes(layout.fingerprint))
+        if isinstance(record, dict) and (record.get("written_by") == "synthfer" or (
+                isinstance(record.get("fingerprint"), str) and isinstance(record.get("inputs"), dict)
+                and "shard_fingerprint" in record)):
+            return True
+    except (OSError, ValueError):
+        pass
+    store = ShardStore(folder, layout)
+    for index in store.marker_indices():
+        try:
+            marker = store.read_marker(index)
+        except (OSError, ValueError):
+            continue
+        if marker.get("shard") == shard_name(index) and isinstance(marker.get("files"), dict):
+            return True
+    return False

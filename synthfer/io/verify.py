@@ -1,15 +1,26 @@
-"""`synthfer verify`: re-hash every committed shard against its marker, and the manifest against
-the shards (every row's members exist with the recorded image hash, nothing extra)."""
+"""`synthfer verify`: everything an output claims, checked against what it holds.
+
+* every committed shard: each file its marker lists exists with the recorded size and sha256
+  (a marker that lists no manifest part is not trusted);
+* the manifest: it records the parts it was merged from, which must be the committed shards'
+  parts with their current sha256s; and its rows must equal those parts row by row, so any
+  changed value (a score, a status, a key) is found, not only missing files;
+* every manifest row with an image: the image and its json are in the right tar with the
+  recorded image sha256, and the tars hold nothing else.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import tarfile
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from synthfer.errors import UsageError, first_line
 from synthfer.io.folder import OutputFolder, open_folder
 from synthfer.io.layout import CURRENT, Layout
-from synthfer.io.manifest import read_manifest
+from synthfer.io.manifest import merged_from, read_manifest, read_table
 from synthfer.io.shards import ShardStore, shard_name
 
 _STATUS_TARS = {"accepted": "tar", "rejected": "rejected_tar"}
@@ -41,15 +52,59 @@ def verify(folder: OutputFolder | str, layout: Layout = CURRENT) -> tuple[list[s
         return problems, counts
     try:
         table = read_manifest(folder, layout.manifest)
-    except (OSError, ValueError, TypeError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        recorded = merged_from(folder, layout.manifest)
+    except (OSError, ValueError, TypeError, pa.ArrowException) as err:
         problems.append(f"{layout.manifest} cannot be read as a synthfer manifest: {first_line(err)}")
         return problems, counts
     counts["manifest_rows"] = table.num_rows
     expected = sum(m.get("rows", 0) for m in markers.values())
     if table.num_rows != expected:
         problems.append(f"{layout.manifest} has {table.num_rows} rows, the valid committed shards hold {expected}")
+    parts = [(layout.part(i), markers[i]["files"][layout.part(i)]["sha256"]) for i in sorted(markers)]
+    if recorded is not None and recorded != parts:
+        problems.append(f"{layout.manifest} was merged from other parts than the committed shards "
+                        f"({_first_difference(recorded, parts)})")
+    problems += _rows_match_parts(store, markers, table)
     problems += _members_match(store, markers, table.to_pylist())
     return problems, counts
+
+
+def _first_difference(recorded: list, parts: list) -> str:
+    for a, b in zip(recorded, parts):
+        if a != b:
+            return f"it lists {a[0]} with sha256 {a[1][:12]}, the shard has {b[0]} with {b[1][:12]}"
+    longer, what = (recorded, "lists") if len(recorded) > len(parts) else (parts, "misses")
+    return f"it {what} {longer[min(len(recorded), len(parts))][0]}"
+
+
+def _rows_match_parts(store: ShardStore, markers: dict, table: pa.Table) -> list[str]:
+    """Each valid shard's manifest rows equal its part, value for value."""
+    problems = []
+    shards = table.column("shard")
+    for index in sorted(markers):
+        mine = table.filter(pc.equal(shards, index))
+        try:
+            part = read_table(store.folder.read_bytes(store.layout.part(index)))
+        except (OSError, ValueError, pa.ArrowException) as err:
+            problems.append(f"{shard_name(index)}: its part cannot be read: {first_line(err)}")
+            continue
+        if mine.num_rows == 0 and part.num_rows:
+            problems.append(f"{shard_name(index)}: its {part.num_rows} rows are missing from {store.layout.manifest}")
+        elif not mine.equals(part):
+            problems.append(f"{shard_name(index)}: {store.layout.manifest} {_row_difference(mine, part)}")
+    return problems
+
+
+def _row_difference(mine: pa.Table, part: pa.Table) -> str:
+    if mine.num_rows != part.num_rows:
+        return f"has {mine.num_rows} of its rows, its part {part.num_rows}"
+    keys = part.column("key").to_pylist()
+    for name in part.schema.names:
+        a, b = mine.column(name).to_pylist(), part.column(name).to_pylist()
+        for row, (x, y) in enumerate(zip(a, b)):
+            if x != y:
+                return f"row {keys[row]!r} differs from its part in {name} ({x!r}, part {y!r})"
+    return "differs from its part"
 
 
 def _members_match(store: ShardStore, markers: dict, rows: list[dict]) -> list[str]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import stat
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -117,15 +119,9 @@ def diff_inputs(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 
 def load_recipe(path: str | Path, overrides: list[str] = (), output: str | None = None) -> LoadedRecipe:
-    """Read, override and validate a recipe; raise RecipeError listing every problem."""
-    path = Path(path)
-    label = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RecipeError([f"{label}: file not found"]) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise RecipeError([f"{label}: cannot read: {getattr(err, 'strerror', None) or err}"]) from None
+    """Read, override and validate a recipe; raise RecipeError listing every problem.
+    `-` (or /dev/stdin) reads standard input; its relative paths resolve against the current folder."""
+    text, path, label = _read(Path(path))
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         if node is not None and _expanded_size(node) > MAX_VALUES:
@@ -182,6 +178,27 @@ def load_recipe(path: str | Path, overrides: list[str] = (), output: str | None 
     if problems:
         raise RecipeError(problems)
     return loaded
+
+
+STDIN = ("-", "/dev/stdin")
+
+
+def _read(path: Path) -> tuple[str, Path, str]:
+    """(text, path relative names resolve against, label for messages)."""
+    if str(path) in STDIN:
+        try:
+            return sys.stdin.read(), Path.cwd() / "<stdin>", "<stdin>"
+        except (OSError, UnicodeDecodeError) as err:
+            raise RecipeError([f"<stdin>: cannot read: {getattr(err, 'strerror', None) or err}"]) from None
+    label = str(path)
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO or device would block or never end
+            raise RecipeError([f"{label}: not a regular file; give a recipe file, or - for standard input"])
+        return path.read_text(encoding="utf-8"), path, label
+    except FileNotFoundError:
+        raise RecipeError([f"{label}: file not found"]) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise RecipeError([f"{label}: cannot read: {getattr(err, 'strerror', None) or err}"]) from None
 
 
 def _expanded_size(node, memo: dict | None = None) -> int:

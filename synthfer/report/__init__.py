@@ -33,9 +33,6 @@ _PLOTS = (
     ("acceptance.png", "Acceptance per direction",
      "Share of planned samples accepted, rejected and skipped, over all intensities."),
 )
-# Files this module writes; older copies of those not written this time are removed so a
-# report folder never mixes runs (e.g. a compare.md left from an earlier --compare).
-_OWN = ("metrics.csv", "metrics.md", "compare.csv", "compare.md", "report.html") + tuple(p for p, _, _ in _PLOTS)
 
 
 def write_report(out_dir: str | Path | OutputFolder, compare: str | Path | OutputFolder | None = None,
@@ -122,13 +119,15 @@ def _write(folder: OutputFolder, files: dict[str, bytes]) -> str:
     report = layout.report_dir
     try:
         with output_lock(folder, layout):
+            # older copies of our files not written this time go, so a report folder never mixes
+            # runs (e.g. a compare.md left from an earlier --compare); other files stay
             for entry in folder.list(report):
-                own = entry.name in _OWN or (entry.name.startswith("sheet-") and entry.name.endswith(".png"))
-                if not entry.is_dir and own and entry.name not in files:
+                if not entry.is_dir and layout.is_report_file(entry.name) and entry.name not in files:
                     folder.remove(f"{report}/{entry.name}")
             folder.write_all((f"{report}/{name}", data) for name, data in files.items())
     except LockedError as err:
-        raise LockedError(f"{err}; write the report when it has finished") from None
+        raise LockedError(f"{folder.location}: a build is running ({err.holder}); write the report when it has "
+                          f"finished", err.holder) from None
     except OSError as err:
         raise OutputError(f"{folder.display(report)}: cannot write the report: {err.strerror or err}") from None
     return folder.display(f"{report}/report.html")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import stat
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,22 @@ class Weights:
     metadata: dict = field(default_factory=dict)   # init_kwargs (nvlabs), format + config (synthfer), ...
 
 
+def check_regular(path: str | Path) -> None:
+    """ModelFileError unless `path` is a regular file (a FIFO or device would block or never end)."""
+    try:
+        mode = Path(path).stat().st_mode
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: file not found") from None
+    except OSError as err:
+        raise ModelFileError(f"{path}: cannot read: {err.strerror or err}") from None
+    if stat.S_ISDIR(mode):
+        raise ModelFileError(f"{path}: is a directory, not a model file")
+    if not stat.S_ISREG(mode):
+        raise ModelFileError(f"{path}: not a regular file")
+
+
 def sha256_file(path: str | Path) -> str:
+    check_regular(path)
     h = hashlib.sha256()
     try:
         with open(path, "rb") as f:
@@ -54,9 +70,8 @@ def sha256_file(path: str | Path) -> str:
 def detect_format(path: str | Path) -> str:
     """One of FORMATS, from the file's first and last bytes (and a zip's / safetensors' index)."""
     path = Path(path)
+    check_regular(path)
     try:
-        if path.is_dir():
-            raise ModelFileError(f"{path}: is a directory, not a model file")
         size = path.stat().st_size
         with open(path, "rb") as f:
             head = f.read(64)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from synthfer.errors import ModelFileError, first_line
+from synthfer.models.formats import check_regular
 
 
 def read_onnx(path: str | Path) -> bytes:
@@ -15,6 +16,7 @@ def read_onnx(path: str | Path) -> bytes:
     from google.protobuf.message import DecodeError
 
     path = Path(path)
+    check_regular(path)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
