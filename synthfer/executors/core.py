@@ -21,7 +21,8 @@ from synthfer.io.shards import ShardStore
 from synthfer.plan import Plan, Shard
 
 # Retrying cannot help with these: stop the build, committed shards stay valid.
-FATAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
+FATAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS,
+                errno.ELOOP, errno.ENOTDIR}   # the last two: a link or file where an output folder should be
 _FATAL_CLASSES = (LockedError, WorkerError, OutputError)
 
 
@@ -46,8 +47,8 @@ def classify(err: BaseException, where: str = "") -> Failure:
     if isinstance(err, _FATAL_CLASSES):
         return Failure(str(err), fatal=True, error=type(err).__name__)
     if isinstance(err, OSError) and err.errno in FATAL_ERRNOS:
-        return Failure(f"{where}: write failed: {err.strerror or err}; committed shards are intact".lstrip(": "),
-                       fatal=True)
+        detail = f"{err.filename}: {err.strerror}" if err.filename else (err.strerror or str(err))
+        return Failure(f"{where}: write failed: {detail}; committed shards are intact".lstrip(": "), fatal=True)
     return Failure(one_line(err))
 
 

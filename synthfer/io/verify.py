@@ -61,7 +61,10 @@ def verify(folder: OutputFolder | str, layout: Layout = CURRENT) -> tuple[list[s
     if table.num_rows != expected:
         problems.append(f"{layout.manifest} has {table.num_rows} rows, the valid committed shards hold {expected}")
     parts = [(layout.part(i), markers[i]["files"][layout.part(i)]["sha256"]) for i in sorted(markers)]
-    if recorded is not None and recorded != parts:
+    if recorded is None:
+        problems.append(f"{layout.manifest} does not record the parts it was merged from (damaged, or written by "
+                        f"an older synthfer: the same synthfer build rewrites it)")
+    elif recorded != parts:
         problems.append(f"{layout.manifest} was merged from other parts than the committed shards "
                         f"({_first_difference(recorded, parts)})")
     problems += _rows_match_parts(store, markers, table)

@@ -1,0 +1,266 @@
+"""What an unattended build must survive in a shared folder: leftovers of dead builds, planted
+symbolic links, folders that are not synthfer's, edited or damaged records, repeated signals,
+full disks. Each test is a regression test of a failure an independent torture run found."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from synthfer.io.verify import verify
+from tests.conftest import REPO, SMALL
+
+
+def _one_error(result, code):
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), lines
+    return lines[0]
+
+
+def _child(*args, kill=None, cwd=None, stdin=None):
+    prefix = ["-m", "tests.killpoints", *kill, "--"] if kill else ["-m", "synthfer"]
+    return subprocess.run([sys.executable, *prefix, *map(str, args)], capture_output=True, text=True, cwd=cwd or REPO,
+                          input=stdin, env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=900)
+
+
+@pytest.fixture
+def built(cli, write_recipe, tmp_path):
+    recipe = write_recipe(SMALL)
+    assert cli("build", recipe, "-q").exit_code == 0
+    return recipe, tmp_path / "out"
+
+
+# ---------------------------------------------------------------- leftovers and links
+
+
+def test_temporaries_of_dead_builds_are_removed_whatever_their_pid_now_is(cli, built):
+    recipe, out = built
+    leftovers = [out / ".manifest.parquet.tmp-1", out / ".fingerprint.json.tmp-99999", out / ".run.json.tmp-1",
+                 out / "shards" / ".shard-000000.tar.tmp-1", out / "parts" / ".shard-000001.parquet.tmp-4f2a9c"]
+    for path in leftovers:
+        path.write_bytes(b"half a file")
+    assert cli("build", recipe, "-q").exit_code == 0
+    assert [p for p in leftovers if p.exists()] == []   # pid 1 is alive, yet its "temporary" was no build's
+
+
+def test_a_lock_symlink_is_never_followed(cli, write_recipe, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / ".lock").symlink_to(victim)
+    recipe = write_recipe(SMALL)
+    line = _one_error(cli("build", recipe), 1)
+    assert line == (f"Error: {tmp_path / 'out' / '.lock'}: is a symbolic link; synthfer never follows links in an "
+                    f"output folder; remove it")
+    assert victim.read_text() == "precious"
+    (tmp_path / "out" / ".lock").unlink()
+    (tmp_path / "out" / ".lock").symlink_to(tmp_path / "created-by-a-link")   # dangling
+    _one_error(cli("build", recipe), 1)
+    assert not (tmp_path / "created-by-a-link").exists()
+
+
+def test_links_planted_at_final_names_or_folders_redirect_nothing(cli, built, tmp_path):
+    recipe, out = built
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (out / "run.json").unlink()
+    (out / "run.json").symlink_to(victim)
+    assert cli("build", recipe, "-q").exit_code == 0
+    assert victim.read_text() == "precious" and not (out / "run.json").is_symlink()   # replaced, not followed
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.rename(out / "shards", tmp_path / "old-shards")
+    (out / "shards").symlink_to(elsewhere)
+    line = _one_error(cli("build", recipe, "-q", "--mode", "overwrite"), 1)
+    assert line == (f"Error: {out}: write failed: {out / 'shards'}: is a symbolic link, not a folder; committed "
+                    f"shards are intact")
+    assert list(elsewhere.iterdir()) == []
+
+
+# ---------------------------------------------------------------- folders that are not synthfer's
+
+
+def test_a_folder_with_a_foreign_run_json_is_not_an_output(cli, write_recipe, tmp_path):
+    recipe = write_recipe(SMALL.replace("dir: out", "dir: ."))   # the output is the recipe's own folder
+    (tmp_path / "run.json").write_text('{"mine": true}')
+    line = _one_error(cli("build", recipe), 2)
+    assert line.startswith(f"Error: {tmp_path}: output.dir is a non-empty folder that is not a synthfer output "
+                           f"(it holds recipe.yaml, run.json); choose an empty or new folder")
+    assert _one_error(cli("build", recipe, "--mode", "overwrite"), 2) == line   # overwrite refuses it too
+    assert (tmp_path / "run.json").read_text() == '{"mine": true}'
+
+
+def test_overwrite_deletes_only_what_synthfer_wrote(cli, built):
+    recipe, out = built
+    (out / "report").mkdir()
+    foreign = {out / "shards" / "mydata.tar": b"mine", out / "parts" / "config.json": b"{}",
+               out / "report" / "notes.txt": b"notes", out / "README.txt": b"hello"}
+    for path, data in foreign.items():
+        path.write_bytes(data)
+    (out / "report" / "metrics.md").write_text("an old report")
+    assert cli("build", recipe, "-q", "--mode", "overwrite", "--set", "seed=8").exit_code == 0
+    assert {p: p.read_bytes() for p in foreign} == foreign
+    assert not (out / "report" / "metrics.md").exists()
+    assert verify(out)[0] == []
+
+
+def test_an_output_below_a_regular_file_is_a_usage_error(cli, write_recipe, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    line = _one_error(cli("build", write_recipe(SMALL), "--output", tmp_path / "afile" / "out"), 2)
+    assert line == (f"Error: {tmp_path / 'afile' / 'out'}: {tmp_path / 'afile'} (above output.dir) exists and "
+                    f"is not a folder")
+
+
+# ---------------------------------------------------------------- records edited or damaged
+
+
+def test_an_edited_fingerprint_value_is_named(cli, built):
+    recipe, out = built
+    record = json.loads((out / "fingerprint.json").read_text())
+    (out / "fingerprint.json").write_text(json.dumps(dict(record, fingerprint="0123456789abcdef")))
+    line = _one_error(cli("build", recipe), 2)
+    assert line.startswith(f"Error: {out / 'fingerprint.json'}: its fingerprint '0123456789abcdef' does not match "
+                           f"its own inputs (")
+    assert line.endswith("): the file was edited; use --mode overwrite or another --output")
+
+
+def test_verify_finds_a_changed_value_in_the_manifest(cli, built):
+    recipe, out = built
+    path = out / "manifest.parquet"
+    table = pq.read_table(path)
+    rows = table.to_pylist()
+    rows[3]["target_valence"] = 0.25
+    pq.write_table(table.from_pylist(rows, schema=table.schema), path)   # readable, metadata kept
+    problems, _ = verify(out)
+    assert problems == [f"shard-000000: manifest.parquet row {rows[3]['key']!r} differs from its part in "
+                        f"target_valence (0.25, part {table.column('target_valence')[3].as_py()!r})"]
+
+
+def test_an_empty_marker_is_not_trusted(cli, built):
+    recipe, out = built
+    marker = out / "parts" / "shard-000001.done.json"
+    marker.write_text(json.dumps(dict(json.loads(marker.read_text()), files={})))
+    (out / "parts" / "shard-000001.parquet").unlink()
+    assert "Problem: shard-000001: its marker lists no manifest part" in cli("verify", out).stderr
+    rebuilt = cli("build", recipe)
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert "shard-000001: its marker lists no manifest part: rebuilding it" in rebuilt.stderr
+    assert verify(out)[0] == []
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(target=st.sampled_from(["manifest.parquet", "parts/shard-000000.parquet", "parts/shard-000001.parquet"]),
+       position=st.floats(0, 1, exclude_max=True), bit=st.integers(0, 7))
+def test_verify_reports_every_bit_flip_that_changes_something(built, target, position, bit):
+    from synthfer.io.local_folder import LocalFolder
+    from synthfer.io.manifest import merged_from, read_manifest
+    recipe, out = built
+    path = out / target
+    original = path.read_bytes()
+    folder = LocalFolder(out)
+    before = (read_manifest(folder, "manifest.parquet"), merged_from(folder, "manifest.parquet"))
+    data = bytearray(original)
+    data[int(position * len(data))] ^= 1 << bit
+    path.write_bytes(bytes(data))
+    try:
+        problems, _ = verify(out)
+        if not problems:   # nothing reported: then nothing a reader sees may have changed
+            assert target == "manifest.parquet"
+            after = (read_manifest(folder, "manifest.parquet"), merged_from(folder, "manifest.parquet"))
+            assert after[0].equals(before[0]) and after[1] == before[1]
+    finally:
+        path.write_bytes(original)
+
+
+def test_verify_during_a_build_says_a_build_is_running(cli, built):
+    from synthfer.io.layout import CURRENT
+    from synthfer.io.local_folder import LocalFolder
+    from synthfer.io.lock import output_lock
+    recipe, out = built
+    with output_lock(LocalFolder(out), CURRENT):
+        line = _one_error(cli("verify", out), 75)
+    assert line.startswith(f"Error: {out}: a build is running (pid {os.getpid()} on ")
+    assert line.endswith("), so nothing was checked; verify when it has finished")
+
+
+def test_verify_of_an_unreadable_tar_is_one_problem(cli, built, monkeypatch):
+    from synthfer.io import local_folder
+    recipe, out = built
+    real = local_folder.LocalFolder.open
+
+    def denied(self, rel):
+        if rel.endswith("shard-000001.tar"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(self._path(rel)))
+        return real(self, rel)
+    monkeypatch.setattr(local_folder.LocalFolder, "open", denied)
+    result = cli("verify", out)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "Problem: shard-000001: cannot be read (Permission denied)" in result.stderr
+
+
+# ---------------------------------------------------------------- signals, full disks, odd inputs
+
+
+def test_repeated_sigterm_during_a_commit_lets_the_commit_finish(write_recipe, tmp_path):
+    recipe = write_recipe(SMALL.replace("count: 4", "count: 12"))
+    # _write_temp calls: 1 fingerprint.json, then shard 0's tar (2), part (3), marker (4): two
+    # SIGTERMs land while the writer thread is committing shard 0
+    proc = _child("build", recipe, "-q", kill=("synthfer.io.local_folder:LocalFolder._write_temp", "before", "2:SIGTERM",
+                                               "synthfer.io.local_folder:LocalFolder._write_temp", "before", "3:SIGTERM"))
+    assert proc.returncode == 143, proc.stderr
+    assert proc.stderr.strip() == "Error: SIGTERM: interrupted; committed shards are intact, run again to finish"
+    assert (tmp_path / "out" / "parts" / "shard-000000.done.json").exists()   # the commit under way finished
+    assert not list((tmp_path / "out").rglob("*.tmp-*"))
+    from tests.crash import violations
+    assert violations(tmp_path / "out") == []
+
+
+def test_a_signal_before_the_build_starts_has_the_documented_code(write_recipe, tmp_path):
+    proc = _child("build", write_recipe(SMALL), kill=("synthfer.models.load:load_models", "before", "1:SIGINT"))
+    assert proc.returncode == 130
+    assert proc.stderr.strip() == "Error: SIGINT: interrupted; committed shards are intact, run again to finish"
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_full_disk_when_taking_the_lock_is_one_line(cli, write_recipe, monkeypatch):
+    from synthfer.io import lock
+    def full(fd, data, offset):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(lock.os, "pwrite", full)
+    line = _one_error(cli("build", write_recipe(SMALL)), 1)
+    assert line.endswith("/out/.lock: cannot write the build lock: No space left on device")
+
+
+def test_convert_to_a_read_only_destination_is_one_line(cli, tmp_path, monkeypatch):
+    from synthfer.io import local_folder
+    from tests import checkpoint_files as cf
+    src = tmp_path / "g.pt"
+    cf.write_rosinality_pt(src, cf.random_generator())
+    def read_only(path, flags, mode=0o777):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+    monkeypatch.setattr(local_folder.os, "open", read_only)
+    line = _one_error(cli("models", "convert", src, tmp_path / "g.safetensors"), 1)
+    assert line == f"Error: {tmp_path / 'g.safetensors'}: cannot write: Read-only file system"
+
+
+def test_a_fifo_is_refused_and_dash_reads_standard_input(cli, write_recipe, tmp_path):
+    fifo = tmp_path / "recipe.fifo"
+    os.mkfifo(fifo)
+    assert _one_error(cli("validate", fifo), 2) == (f"Error: {fifo}: not a regular file; give a recipe file, or - "
+                                                    f"for standard input")
+    assert _one_error(cli("models", "info", fifo), 2) == f"Error: {fifo}: not a regular file"
+    work = tmp_path / "here"
+    work.mkdir()
+    proc = _child("build", "-", "-q", cwd=work, stdin=SMALL)
+    assert proc.returncode == 0, proc.stderr
+    assert (work / "out" / "manifest.parquet").exists()   # relative to the current folder, not /dev
