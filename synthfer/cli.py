@@ -21,6 +21,9 @@ ISSUES_URL = "https://github.com/synthfer/synthfer/issues"
 
 app = typer.Typer(
     help="Build synthetic facial-expression datasets (StyleGAN2 + EmoStyle) from a YAML recipe.",
+    epilog="Exit codes: 0 ok, 1 build failed, 2 bad usage/recipe/model file (nothing written), 3 some shards "
+           "failed, 70 internal error (please report), 75 output locked by another build, 130 / 143 interrupted "
+           "by SIGINT / SIGTERM.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )

@@ -264,3 +264,8 @@ def test_a_fifo_is_refused_and_dash_reads_standard_input(cli, write_recipe, tmp_
     proc = _child("build", "-", "-q", cwd=work, stdin=SMALL)
     assert proc.returncode == 0, proc.stderr
     assert (work / "out" / "manifest.parquet").exists()   # relative to the current folder, not /dev
+
+
+def test_help_lists_the_exit_codes(cli):
+    text = " ".join(cli("--help").stdout.split())
+    assert "70 internal error (please report), 75 output locked by another build, 130 / 143 interrupted" in text
