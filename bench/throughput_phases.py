@@ -148,7 +148,8 @@ def write_recipe(folder: Path, args, identities: int) -> Path:
         "models": {"generator": generator, "editor": editor, "quality": {"kind": "builtin"}, "va": {"kind": "builtin"}},
         "filters": FILTERS,
         "output": {"dir": "out", "samples_per_shard": args.samples_per_shard or SHARD_SAMPLES[args.size],
-                   "image": {"format": "png", "size": args.size}},
+                   "image": {"format": "png", "size": args.size},
+                   "splits": {"train": 1.0, "val": 0.0, "test": 0.0}},   # throughput only: any shard count
         "execution": {"device": args.device, "dtype": args.dtype, "batch_size": args.batch_size},
     }
     folder.mkdir(parents=True, exist_ok=True)

@@ -22,3 +22,13 @@ class PathError(ValueError):
 
 def IndexedError(index: int, message: str) -> PathError:
     return PathError((index,), message)
+
+
+class PathErrors(ValueError):
+    """Several problems of one block at once, each (path below the block, message): every unknown
+    name of a list is reported in one run, not the first one only."""
+
+    SEPARATOR = "\x1e"
+
+    def __init__(self, problems: list[tuple[tuple, str]]):
+        super().__init__(self.SEPARATOR.join(f"@{json.dumps(list(path))}@{message}" for path, message in problems))

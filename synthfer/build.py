@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from synthfer import signals, summary
-from synthfer.errors import ModelFileError, OutputError, ShardsFailedError, UsageError
+from synthfer.errors import ModelFileError, OutputError, QuotaNotMetError, ShardsFailedError, UsageError
 from synthfer.executors import core, distributed, make_backend
 from synthfer.io.layout import CURRENT
 from synthfer.io.lock import output_lock
@@ -24,7 +24,10 @@ from synthfer.io.shards import ShardStore, is_output
 from synthfer.models.load import build_device, load_models
 from synthfer.plan import Plan, Shard
 from synthfer.progress import Quiet
+from synthfer.quota import short_text
 from synthfer.recipe import LoadedRecipe, diff_inputs
+from synthfer.recipe.load import DECISION_KEYS
+from synthfer.rounds import Committed, run_rounds
 from synthfer.worker import Worker
 
 Mode = Literal["resume", "overwrite", "extend"]
@@ -59,6 +62,9 @@ class BuildResult:
     by_target: dict = field(default_factory=dict)   # target -> {status: n}
     by_reason: dict = field(default_factory=dict)   # reject/skip reason -> n (a row may have several)
     by_band: dict = field(default_factory=dict)     # "242-329 verify" -> {status: n}
+    by_class: dict = field(default_factory=dict)    # class (or target) -> split -> {status: n}
+    rounds: int = 0                                 # quota top-up rounds
+    short: dict = field(default_factory=dict)       # (class, split) -> accepted still missing
 
 
 def build(loaded: LoadedRecipe, shards: str | None = None, reporter: Reporter | None = None,
@@ -99,27 +105,29 @@ def build(loaded: LoadedRecipe, shards: str | None = None, reporter: Reporter | 
                                                     "fingerprint": fingerprint, "inputs": inputs,
                                                     "shard_fingerprint": shard_fingerprint,
                                                     "lock": lock.method}))
-            committed = core.valid_committed(store, plan, shard_fingerprint, trust_markers, reporter,
-                                             before_retract=lambda: folder.remove(layout.manifest))
-        pending = [s for s in selected if s.index not in committed]
-        reporter.started(len(selected), sum(len(s.identities) for s in selected) * len(plan.targets),
-                         len(selected) - len(pending))
+            committed = Committed(store, shard_fingerprint, trust_markers, reporter)
         t_compute = time.perf_counter()
+
+        def run(jobs):
+            return core.run(make_backend(loaded, store, worker, shard_fingerprint, jobs), jobs, reporter,
+                            recipe.execution.retries)
         try:
             with _storage(folder, "write failed", "; committed shards are intact"):
-                failed = core.run(make_backend(loaded, store, worker, shard_fingerprint, pending), pending,
-                                  reporter, recipe.execution.retries)
+                outcome = run_rounds(plan, committed, selected, run, shards is not None, reporter)
         finally:
             reporter.finished()
         built_s = time.perf_counter() - t_compute
         with _storage(folder, "writing the manifest or run.json failed",
                       "; committed shards are intact, run again to finish"):
-            result = _finalize(loaded, plan, store, fingerprint, shard_fingerprint, model_info, pending, failed,
-                               t0, built_s)
-    if failed:
-        raise ShardsFailedError(f"{len(failed)} of {len(pending)} shards failed after "
+            result = _finalize(loaded, plan, store, fingerprint, shard_fingerprint, model_info, outcome, t0, built_s)
+    if outcome.failed:
+        raise ShardsFailedError(f"{len(outcome.failed)} of {len(plan.shards)} shards failed after "
                                 f"{recipe.execution.retries} retries: " +
-                                "; ".join(f"{name}: {err}" for name, err in sorted(failed.items())), result)
+                                "; ".join(f"{name}: {err}" for name, err in sorted(outcome.failed.items())), result)
+    if outcome.short:
+        raise QuotaNotMetError(f"quota not met within identities.max_count ({recipe.identities.cap}): "
+                               + short_text(outcome.short) + "; raise identities.max_count or loosen the filters",
+                               result)
     return result
 
 
@@ -183,6 +191,12 @@ def _reconcile(store: ShardStore, inputs: dict, fingerprint: str, mode: Mode, re
     if state.get("fingerprint") == fingerprint:
         return
     changes = diff_inputs(state.get("inputs", {}), inputs)
+    decided = [c for c in changes if c.startswith(DECISION_KEYS)]
+    if changes and len(decided) == len(changes):
+        reporter.note(f"only what decides samples changed ({'; '.join(decided)}): committed shards are re-decided "
+                      f"from their stored scores; images are rendered only where one is newly needed")
+        return
+    changes = [c for c in changes if c not in decided]
     count_only = bool(changes) and all(c.startswith("recipe.identities.count:") for c in changes)
     if mode == "extend" and count_only:
         old = state["inputs"]["recipe"]["identities"]["count"]
@@ -220,19 +234,17 @@ def _clear(store: ShardStore) -> None:
         folder.remove_empty_dir(rel)
 
 
-def _finalize(loaded, plan, store, fingerprint, shard_fingerprint, model_info, pending, failed, t0,
-              built_s) -> BuildResult:
+def _finalize(loaded, plan, store, fingerprint, shard_fingerprint, model_info, outcome, t0, built_s) -> BuildResult:
     committed = store.committed()
     parts = [(store.layout.part(s.index), committed[s.index]["files"][store.layout.part(s.index)]["sha256"])
              for s in plan.shards if s.index in committed]
     table = merge_parts(store.folder, parts, store.layout.manifest)
-    built = [s for s in pending if s.name not in failed]
-    built_images = sum(len(s.identities) for s in built) * len(plan.targets)
     result = BuildResult(
         out_dir=store.folder.location, planned_samples=plan.total_samples, planned_shards=len(plan.shards),
-        built_shards=len(built), committed_shards=len(committed), rows=table.num_rows,
-        wall_s=time.perf_counter() - t0, images_per_s=built_images / built_s if built_s > 0 else 0.0,
-        complete=len(committed) == len(plan.shards), failed=dict(failed), shard_fingerprint=shard_fingerprint,
+        built_shards=outcome.built, committed_shards=len(parts), rows=table.num_rows,
+        wall_s=time.perf_counter() - t0, images_per_s=outcome.rendered / built_s if built_s > 0 else 0.0,
+        complete=len(parts) == len(plan.shards) and not outcome.short, failed=dict(outcome.failed),
+        shard_fingerprint=shard_fingerprint, rounds=outcome.rounds, short=dict(outcome.short),
         **summary.counts(table, loaded.recipe),
     )
     store.folder.write(store.layout.run_json, _json(summary.run_info(loaded, fingerprint, model_info, result)))

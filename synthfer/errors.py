@@ -1,7 +1,8 @@
 """Typed errors. The library raises these; the CLI prints `Error: <message>` and exits with `exit_code`.
 
 Exit codes (documented in README): 0 ok, 1 build failed, 2 bad usage / recipe / model file
-(nothing written), 3 some shards failed after retries, 70 internal error (a bug: please report),
+(nothing written), 3 some shards failed after retries, 4 a quota not met within
+identities.max_count, 5 warnings with --strict, 70 internal error (a bug: please report),
 75 output locked by another build, 130 / 143 interrupted by SIGINT / SIGTERM.
 """
 
@@ -79,6 +80,27 @@ class ShardsFailedError(SynthferError):
     build's summary (the manifest covers the committed shards)."""
 
     exit_code = 3
+
+    def __init__(self, message: str, result=None):
+        super().__init__(message)
+        self.result = result
+
+
+class QuotaNotMetError(SynthferError):
+    """The build finished every round it could, but some class (or target) is still short of
+    its quota within identities.max_count. `result` holds the build's summary."""
+
+    exit_code = 4
+
+    def __init__(self, message: str, result=None):
+        super().__init__(message)
+        self.result = result
+
+
+class StrictWarningsError(SynthferError):
+    """--strict: the build finished with warnings (an empty class, split or filter-all)."""
+
+    exit_code = 5
 
     def __init__(self, message: str, result=None):
         super().__init__(message)

@@ -240,6 +240,24 @@ def check_models(filters: Filters, has: dict[str, bool]) -> tuple[tuple, str] | 
     return None
 
 
+def decisions_digest(recipe) -> str:
+    """What decides a rendered sample's fate and which images a shard keeps: the filters and
+    output.keep_rejected. Markers record it; a committed shard with another is re-decided from
+    its stored scores instead of being rendered again."""
+    import hashlib
+    import json
+
+    inputs = {"filters": recipe.filters.model_dump(mode="json"), "keep_rejected": recipe.output.keep_rejected}
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def surplus_digest(keys) -> str:
+    """Markers record which of a shard's samples are over the quota ("" when none)."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:16] if keys else ""
+
+
 # ------------------------------------------------------------------------------------------------ decider
 
 

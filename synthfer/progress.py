@@ -17,6 +17,7 @@ class Quiet:
     """Says nothing. The base of the other reporters: every event is a no-op here."""
 
     def started(self, shards, samples, already_done): pass
+    def more(self, shards, samples): pass
     def note(self, message): pass
     def committed(self, shard, marker): pass
     def retried(self, shard, attempt, error): pass
@@ -46,6 +47,10 @@ class _Bar(Quiet):
 
     def _shards(self):
         return f"shards {self.done_shards}/{self.total_shards}"
+
+    def more(self, shards, samples):
+        self.total_shards += shards
+        self.progress.update(self.task, total=self.progress.tasks[0].total + samples, shards=self._shards())
 
     def note(self, message):
         self.console.print(f"synthfer: {message}", markup=False, highlight=False)
@@ -80,6 +85,9 @@ class _Lines(Quiet):
     def note(self, message):
         self._say(message)
 
+    def more(self, shards, samples):
+        self.total += shards
+
     def committed(self, shard, marker):
         self.done += 1
         self.samples += marker["rows"]
@@ -106,6 +114,9 @@ class JsonLines(Quiet):
 
     def note(self, message):
         self._emit("note", message=message)
+
+    def more(self, shards, samples):
+        self._emit("round", shards=shards, samples=samples)
 
     def committed(self, shard, marker):
         self._emit("shard_committed", shard=shard.name, split=shard.split, rows=marker["rows"],

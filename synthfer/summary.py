@@ -14,11 +14,23 @@ from synthfer import circumplex
 from synthfer.recipe import FORMAT_VERSION, LoadedRecipe
 
 
+STATUSES = ("accepted", "rejected", "skipped", "surplus")
+
+
 def counts(table, recipe) -> dict:
-    """by_status, by_split, by_target ({status: n}), by_reason, by_band of a manifest table."""
+    """by_status, by_split / by_target ({status: n}), by_class ({split: {status: n}}), by_reason,
+    by_band of a manifest table. by_class is by target when the recipe has no classes."""
+    classes = recipe.targets.classes is not None
+    units = table["class" if classes else "target"].to_pylist()
+    by_class: dict = {}
+    for unit, split, status in zip(units, table["split"].to_pylist(), table["status"].to_pylist()):
+        cell = by_class.setdefault(unit or "(none)", {}).setdefault(split, dict.fromkeys(STATUSES, 0))
+        cell[status] = cell.get(status, 0) + 1
     return {
-        "by_status": _counts(table, "status"), "by_split": _counts(table, "split"),
+        "by_status": _counts(table, "status"),
+        "by_split": _acceptance(table, table["split"].to_pylist()),
         "by_target": _acceptance(table, table["target"].to_pylist()),
+        "by_class": by_class,
         "by_reason": _counts(pa.Table.from_arrays([pc.list_flatten(table["reject_reasons"])], names=["r"]), "r"),
         "by_band": _band_acceptance(table, recipe),
     }
@@ -34,8 +46,8 @@ def _counts(table, column: str) -> dict:
 def _acceptance(table, groups: list) -> dict:
     out: dict = {}
     for group, status in zip(groups, table["status"].to_pylist()):
-        counts = out.setdefault(group, {"accepted": 0, "rejected": 0, "skipped": 0})
-        counts[status] += 1
+        counts = out.setdefault(group, dict.fromkeys(STATUSES, 0))
+        counts[status] = counts.get(status, 0) + 1
     return out
 
 
@@ -45,7 +57,7 @@ def _band_acceptance(table, recipe) -> dict:
     for band in recipe.filters.failure_bands:
         inside = [a is not None and circumplex.in_band(a, band.from_deg, band.to_deg) for a in angles]
         counts = _acceptance(table.filter(pa.array(inside, type=pa.bool_())), [0] * sum(inside)) if any(inside) else {}
-        out[f"{band.label} {band.action}"] = counts.get(0, {"accepted": 0, "rejected": 0, "skipped": 0})
+        out[f"{band.label} {band.action}"] = counts.get(0, dict.fromkeys(STATUSES, 0))
     return out
 
 
@@ -93,7 +105,9 @@ def run_info(loaded: LoadedRecipe, fingerprint: str, model_info: dict, result) -
             "committed_shards": result.committed_shards, "built_shards_this_run": result.built_shards,
             "manifest_rows": result.rows, "complete": result.complete,
             "by_status": result.by_status, "by_split": result.by_split, "by_target": result.by_target,
-            "by_reason": result.by_reason, "by_band": result.by_band,
+            "by_class": result.by_class, "by_reason": result.by_reason, "by_band": result.by_band,
+            "quota_rounds": result.rounds,
+            "quota_short": {f"{unit}/{split}": n for (unit, split), n in sorted(result.short.items())},
         },
         "timings": {"wall_s": round(result.wall_s, 3), "images_per_s": round(result.images_per_s, 2)},
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -1,18 +1,23 @@
-"""The per-shard work every executor runs: compute a shard's images, then measure, decide and
-commit them.
+"""The per-shard work every executor runs: render a shard's images, measure, decide, commit.
 
 Split in two so an executor can overlap them: `compute` is model work (accelerator), `finish`
 is assessment, decisions, encoding and writing (CPU, I/O) and may run on another thread.
+
+A shard already committed with the same generation fingerprint and composition is not
+rendered again when only its decisions change (other filters, a quota's surplus): its stored
+scores are re-decided and its stored images reused; a sample that becomes kept without a
+stored image is rendered again from its own render batch, which gives the same pixels as the
+first time (a shard's batches are fixed by its composition and execution.batch_size).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from synthfer.filters import Decider
+from synthfer.filters import ACCEPTED, REJECTED, Decider, Verdict
 from synthfer.io.records import Scores
 from synthfer.io.shards import ShardStore
 from synthfer.io.writer import Judged, ShardWriter
@@ -20,28 +25,43 @@ from synthfer.models.load import LoadedModels, load_models
 from synthfer.models.stylegan2 import to_uint8
 from synthfer.plan import Plan, Sample, Shard
 from synthfer.recipe import LoadedRecipe, Recipe
-from synthfer.stages import edit, identities
+from synthfer.stages import identities
 from synthfer.stages.assess import Assessor, scores_of
+
+SURPLUS = "surplus"
+
+
+@dataclass(frozen=True)
+class Job:
+    shard: Shard
+    surplus: frozenset = frozenset()     # keys over the quota: accepted by the filters, kept out of the data
 
 
 @dataclass
 class ComputedShard:
-    shard: Shard
+    job: Job
     samples: list[Sample]
-    early: list                          # per sample: a Verdict decided before generation, or None
-    todo: list[int]                      # sample indices that were generated, in pixel order
-    idents: list[int]                    # identity of each generated image (todo, then neutral references)
-    pixels: torch.Tensor                 # uint8 [len(idents), H, W, 3] on the model device
-    finite: np.ndarray                   # [len(idents)] bool: no NaN/Inf in the raw image
+    early: list                          # per sample: a Verdict decided before rendering, or None
+    todo: list[int]                      # sample indices rendered, in render order
+    idents: list[int]                    # identity of each rendered image (todo, then neutral references)
+    pixels: torch.Tensor | None = None   # uint8 [len(idents), H, W, 3] on the model device (fresh shards)
+    finite: np.ndarray | None = None     # [len(idents)] bool: no NaN/Inf in the raw image
+    reused: dict | None = None           # committed rows by key, their stored images, regenerated pixels
+
+
+@dataclass
+class _Reuse:
+    rows: dict                           # key -> manifest row of the committed version
+    images: dict                         # key -> (member name, encoded bytes)
+    pixels: dict = field(default_factory=dict)   # sample index -> uint8 [H, W, 3], rendered again
 
 
 class Worker:
-    """compute() is the model work; finish() measures, decides and hands the shard to the writer.
-    An executor may run finish() on another thread, so assessment and encoding overlap the next
-    shard's generation."""
+    """compute() is the model work; finish() measures, decides and hands the shard to the writer."""
 
     def __init__(self, recipe: Recipe, plan: Plan, models: LoadedModels, fingerprint: str, store: ShardStore):
         self.recipe, self.plan, self.models, self.fingerprint = recipe, plan, models, fingerprint
+        self.store = store
         self.decider = Decider(recipe.filters)
         self.assessor = Assessor(models.quality, recipe.models.quality, models.va, recipe.models.va)
         self.writer = ShardWriter(recipe, fingerprint, store)
@@ -53,46 +73,103 @@ class Worker:
         return cls(loaded.recipe, Plan(loaded.recipe), models,
                    loaded.shard_fingerprint(models.identities, models.device.type), store)
 
-    def build_shard(self, shard: Shard) -> dict:
-        """The whole per-shard function: generate, assess, decide, encode, commit. Returns the marker."""
-        return self.finish(self.compute(shard))
+    def build_shard(self, job: Job) -> dict:
+        """The whole per-shard function: render (or reuse), assess, decide, encode, commit. Returns the marker."""
+        return self.finish(self.compute(job))
 
     @torch.inference_mode()
-    def compute(self, shard: Shard) -> ComputedShard:
-        """Generate every sample of a shard that needs an image; skipped samples cost nothing."""
+    def compute(self, job: Job) -> ComputedShard:
         dtype = self.recipe.execution.dtype
         if dtype == "float32":  # the default path: no autocast context at all, so CPU results never move
-            return self._compute(shard)
+            return self._compute(job)
         with torch.autocast("cuda", dtype=getattr(torch, dtype)):
-            return self._compute(shard)
+            return self._compute(job)
 
-    def _compute(self, shard: Shard) -> ComputedShard:
-        g, e, device = self.models.generator, self.models.editor, self.models.device
-        bs = self.recipe.execution.batch_size
+    def _compute(self, job: Job) -> ComputedShard:
+        shard = job.shard
         samples = self.plan.samples(shard)
         early = [self.decider.before_generation(s.target) for s in samples]
         todo = [i for i, v in enumerate(early) if v is None]
-        # Identity similarity compares with the identity's neutral image; render it even when
-        # neutral is not a target (then it is measured but never written).
-        refs = list(shard.identities) if self.assessor.has_embedding and not self.recipe.targets.neutral else []
+        # Identity similarity compares with the identity's neutral image; render it even when the
+        # shard has no neutral target (then it is measured but never written).
+        has_neutral = any(s.target.is_neutral for s in samples)
+        refs = list(shard.identities) if self.assessor.has_embedding and not has_neutral else []
+        idents = [samples[i].identity for i in todo] + refs
+        c = ComputedShard(job, samples, early, todo, idents)
+        old = self.store.reusable(shard.index, self.fingerprint, self.plan.composition(shard))
+        if old is not None:
+            rows, images = old
+            c.reused = _Reuse(rows, images)
+            wanted = [k for k, i in enumerate(todo) if self._keeps(samples[i], rows, job) and samples[i].key not in images]
+            c.reused.pixels = {todo[k]: p for k, (p, _) in self._render(c, wanted).items()}
+            return c
+        rendered = self._render(c, None)
+        res = self.models.generator.resolution
+        c.pixels = torch.stack([rendered[k][0] for k in range(len(idents))]) if idents else torch.zeros(
+            0, res, res, 3, dtype=torch.uint8)
+        c.finite = np.array([rendered[k][1] for k in range(len(idents))], dtype=bool)
+        return c
 
+    def _render(self, c: ComputedShard, wanted: list[int] | None) -> dict:
+        """{render position: (uint8 [H, W, 3] image, finite)} for positions `wanted` (all when None).
+        Positions are rendered in fixed batches of execution.batch_size, so an image never depends
+        on which others were wanted."""
+        g, e, device = self.models.generator, self.models.editor, self.models.device
+        bs = self.recipe.execution.batch_size
+        positions = range(len(c.idents)) if wanted is None else wanted
+        batches = sorted({p // bs for p in positions})
+        wanted = None if wanted is None else set(wanted)
+        if not batches:
+            return {}
+        shard = c.job.shard
         ws_id = identities.identity_ws(g, [self.plan.seed_of(i) for i in shard.identities],
                                        self.recipe.identities.truncation_psi,
                                        self.recipe.identities.truncation_cutoff, device, bs)
         row_of = {ident: r for r, ident in enumerate(shard.identities)}
-        idents = [samples[i].identity for i in todo] + refs
-        targets = [samples[i].target for i in todo] + [None] * len(refs)
-        ws = edit.sample_ws(
-            e, ws_id[torch.tensor([row_of[i] for i in idents], dtype=torch.long, device=device)],
-            torch.tensor([[t.valence, t.arousal] if t else [0.0, 0.0] for t in targets], dtype=torch.float32, device=device),
-            torch.tensor([t is None or t.is_neutral for t in targets], dtype=torch.bool, device=device), bs)
-        img = edit.render(g, ws, bs).float() if idents else torch.zeros(0, 3, g.resolution, g.resolution, device=device)
-        finite = torch.isfinite(img).flatten(1).all(1).cpu().numpy()
-        return ComputedShard(shard, samples, early, todo, idents, to_uint8(torch.nan_to_num(img)), finite)
+        targets = [c.samples[i].target for i in c.todo] + [None] * (len(c.idents) - len(c.todo))
+        out = {}
+        for b in batches:
+            span = range(b * bs, min((b + 1) * bs, len(c.idents)))
+            ws = ws_id[torch.tensor([row_of[c.idents[p]] for p in span], dtype=torch.long, device=device)]
+            edit = torch.tensor([targets[p] is not None and not targets[p].is_neutral for p in span], device=device)
+            if edit.any():  # neutral samples keep the unedited w (EmoStyle's delta is not zero at VA (0, 0))
+                va = torch.tensor([[targets[p].valence, targets[p].arousal] for p in span if edit[p - span[0]]],
+                                  dtype=torch.float32, device=device)
+                ws = ws.clone()
+                ws[edit] = e.edit(ws[edit], va)
+            img = g.synthesis(ws).float()
+            assert img.shape[1:] == (3, g.resolution, g.resolution), img.shape
+            finite = torch.isfinite(img).flatten(1).all(1).cpu()
+            pixels = to_uint8(torch.nan_to_num(img))
+            for j, p in enumerate(span):
+                if wanted is None or p in wanted:
+                    out[p] = (pixels[j], bool(finite[j]))
+        return out
+
+    def _keeps(self, sample: Sample, rows: dict, job: Job) -> bool:
+        """Whether a committed sample's image belongs in the shard under the current decisions."""
+        row = rows[sample.key]
+        verdict = self._decide_stored(sample, row, job)
+        return verdict.status == ACCEPTED or (verdict.status == REJECTED and self.recipe.output.keep_rejected
+                                              and _finite_image(row))
+
+    def _decide_stored(self, sample: Sample, row: dict, job: Job) -> Verdict:
+        early = self.decider.before_generation(sample.target)
+        if early is not None:
+            return early
+        scores = Scores.from_columns(row, row["score_flags"])
+        return self._surplus(self.decider.after_measurement(sample.target, scores, _finite_image(row)), sample, job)
+
+    @staticmethod
+    def _surplus(verdict: Verdict, sample: Sample, job: Job) -> Verdict:
+        return Verdict(SURPLUS) if verdict.status == ACCEPTED and sample.key in job.surplus else verdict
 
     @torch.inference_mode()
     def finish(self, c: ComputedShard) -> dict:
-        """Measure, decide, then encode and commit the shard (io/writer.py). Returns its marker."""
+        """Measure (fresh shards), decide, then encode and commit (io/writer.py). Returns the marker."""
+        if c.reused is not None:
+            return self.writer.write(c.job, self._judge_reused(c), self.plan.composition(c.job.shard),
+                                     len(c.reused.pixels))
         measured = self.assessor.measure(c.pixels, self.recipe.execution.batch_size)
         targets = [c.samples[i].target for i in c.todo]
         scores = scores_of(targets, c.idents, measured, self.models.quality is not None, self.models.va is not None)
@@ -105,6 +182,24 @@ class Worker:
                 judged.append(Judged(sample, c.early[i], Scores(), None))
                 continue
             finite = bool(c.finite[k])
-            verdict = self.decider.after_measurement(sample.target, scores[k], finite)
+            verdict = self._surplus(self.decider.after_measurement(sample.target, scores[k], finite), sample, c.job)
             judged.append(Judged(sample, verdict, scores[k], pixels[k] if finite else None))
-        return self.writer.write(c.shard, judged)
+        return self.writer.write(c.job, judged, self.plan.composition(c.job.shard), len(c.idents))
+
+    def _judge_reused(self, c: ComputedShard) -> list[Judged]:
+        judged = []
+        for i, sample in enumerate(c.samples):
+            row = c.reused.rows[sample.key]
+            verdict = self._decide_stored(sample, row, c.job)
+            scores = Scores.from_columns(row, row["score_flags"]) if c.early[i] is None else Scores()
+            stored = c.reused.images.get(sample.key)
+            pixels = c.reused.pixels.get(i)
+            judged.append(Judged(sample, verdict, scores, None if pixels is None else pixels.cpu().numpy(),
+                                 stored))
+        return judged
+
+
+def _finite_image(row: dict) -> bool:
+    """Whether a committed sample's image was finite: rejected as non_finite with finite scores means not."""
+    flags = row.get("score_flags") or []
+    return not ("non_finite" in (row.get("reject_reasons") or []) and not any(f.endswith(":non_finite") for f in flags))

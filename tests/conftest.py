@@ -13,13 +13,13 @@ from synthfer.cli import app
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
-# A build small enough for many tests: 4 identities x 5 targets, 2 identities per shard.
+# A build small enough for many tests: 4 identities x 5 targets, 2 identities per shard (train, val).
 SMALL = """\
 name: small
 seed: 7
 identities: {count: 4}
 targets: {emotions: [happy, sad], intensities: [0.5, 1.0], neutral: true}
-output: {dir: out, samples_per_shard: 10, image: {format: png, size: 32}}
+output: {dir: out, samples_per_shard: 10, image: {format: png, size: 32}, splits: {train: 0.5, val: 0.5, test: 0.0}}
 execution: {device: cpu, batch_size: 4}
 """
 

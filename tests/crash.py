@@ -41,7 +41,7 @@ execution: {device: cpu, batch_size: 4}
 SCENARIOS = {
     "fresh": ([], []),
     "resume": ([[]], []),                                     # prepared whole, then a shard damaged
-    "extend": ([["--set", "identities.count=3"]], ["--mode", "extend"]),   # a partial last shard
+    "extend": ([["--set", "identities.count=5"]], ["--mode", "extend"]),   # a partial last shard
     "overwrite": ([["--set", "seed=8"]], ["--mode", "overwrite"]),
 }
 

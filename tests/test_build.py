@@ -95,7 +95,8 @@ def test_images_differ_between_targets_and_identities(demo_like):
 def test_run_json_records_the_resolved_recipe(demo_like):
     out, result = demo_like
     info = json.loads((out / "run.json").read_text())
-    assert info["recipe"]["identities"] == {"count": 10, "truncation_psi": 0.7, "truncation_cutoff": None}
+    assert info["recipe"]["identities"] == {"count": 10, "truncation_psi": 0.7, "truncation_cutoff": None,
+                                            "max_count": None}
     assert info["counts"]["manifest_rows"] == 50 and info["counts"]["complete"] is True
     assert len(info["fingerprint"]) == 16 and info["torch_version"]
 
@@ -121,10 +122,10 @@ def test_two_builds_are_byte_identical_and_partial_builds_too(cli, write_recipe,
 
 def test_set_override_is_recorded_and_changes_the_plan(cli, write_recipe, tmp_path):
     recipe = write_recipe(SMALL)
-    result = cli("build", recipe, "--output", tmp_path / "o", "--set", "identities.count=2", "--quiet")
+    result = cli("build", recipe, "--output", tmp_path / "o", "--set", "identities.count=3", "--quiet")
     assert result.exit_code == 0, result.output
     info = json.loads((tmp_path / "o" / "run.json").read_text())
-    assert info["overrides"] == ["identities.count=2"] and info["counts"]["manifest_rows"] == 10
+    assert info["overrides"] == ["identities.count=3"] and info["counts"]["manifest_rows"] == 15
 
 
 def test_a_different_recipe_does_not_mix_into_an_output(cli, write_recipe, tmp_path):

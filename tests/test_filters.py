@@ -20,7 +20,7 @@ BASE = """\
 seed: 3
 identities: {count: 2}
 targets: {emotions: [happy, pleased, glad, sad, calm], intensities: [1.0], neutral: true}
-output: {dir: out, samples_per_shard: 100, image: {format: png, size: 64}}
+output: {dir: out, samples_per_shard: 100, image: {format: png, size: 64}, splits: {train: 1.0, val: 0.0, test: 0.0}}
 execution: {device: cpu, batch_size: 4}
 """
 
@@ -124,7 +124,7 @@ def test_verify_band_with_stricter_limits(build):
 
 
 def test_keep_rejected_goes_to_separate_shards(tmp_path):
-    text = BASE.replace("image: {format: png, size: 64}}", "image: {format: png, size: 64}, keep_rejected: true}")
+    text = BASE.replace("image: {format: png, size: 64},", "image: {format: png, size: 64}, keep_rejected: true,")
     (tmp_path / "va.onnx").write_bytes(onnx_models.constant_va(1.0, 0.0))
     (tmp_path / "recipe.yaml").write_text(text + VA_ONLY + "filters: {max_direction_error_deg: 30}\n")
     from synthfer.build import build as run_build

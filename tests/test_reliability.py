@@ -124,11 +124,11 @@ def _failing_compute(monkeypatch, shard_name: str, times: int):
     real = Worker.compute
     calls = {"n": 0}
 
-    def compute(self, shard):
-        if shard.name == shard_name and calls["n"] < times:
+    def compute(self, job):
+        if job.shard.name == shard_name and calls["n"] < times:
             calls["n"] += 1
             raise RuntimeError(f"injected failure {calls['n']}")
-        return real(self, shard)
+        return real(self, job)
     monkeypatch.setattr(Worker, "compute", compute)
     return calls
 

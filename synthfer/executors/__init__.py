@@ -19,15 +19,15 @@ def distributed(recipe) -> bool:
     return ex.executor == "ray" or bool(ex.devices and len(ex.devices) > 1)
 
 
-def make_backend(loaded, store, worker, shard_fingerprint: str, shards):
+def make_backend(loaded, store, worker, shard_fingerprint: str, jobs):
     """The backend the recipe asks for; `worker` is the driver's own (local builds only)."""
     ex = loaded.recipe.execution
     if ex.executor == "ray":
         from synthfer.executors.ray import RayBackend
-        return RayBackend(loaded, store, shard_fingerprint, shards)
+        return RayBackend(loaded, store, shard_fingerprint, jobs)
     if distributed(loaded.recipe):
         from synthfer.executors.processes import ProcessBackend
-        return ProcessBackend(loaded, store, shard_fingerprint, shards)
+        return ProcessBackend(loaded, store, shard_fingerprint, jobs)
     from synthfer.executors.local import LocalBackend
     return LocalBackend(worker, store.folder.location)
 

@@ -17,8 +17,6 @@ from typing import Protocol
 
 from synthfer import errors
 from synthfer.errors import InterruptedBuild, LockedError, OutputError, WorkerError, first_line
-from synthfer.io.shards import ShardStore
-from synthfer.plan import Plan, Shard
 
 # Retrying cannot help with these: stop the build, committed shards stay valid.
 FATAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS,
@@ -63,29 +61,33 @@ def attempt(fn, *args, where: str = ""):
 
 
 class Backend(Protocol):
-    capacity: int      # shards that may be in flight at once
+    capacity: int      # jobs that may be in flight at once
 
-    def submit(self, shard: Shard) -> None: ...
-    def wait(self) -> list[tuple[Shard, "dict | Failure"]]: ...   # at least one outcome
+    def submit(self, job) -> None: ...
+    def wait(self) -> list[tuple["Job", "dict | Failure"]]: ...   # at least one outcome
     def close(self, abort: bool) -> None: ...
 
 
-def run(backend: Backend, shards: list[Shard], reporter, retries: int) -> dict[str, str]:
-    """Build `shards`; returns {shard name: last error} of those that failed every attempt."""
-    queue = deque((shard, 1) for shard in shards)
+def run(backend: Backend, jobs: list, reporter, retries: int) -> tuple[dict[str, str], dict[int, dict]]:
+    """Run worker.Job's; returns ({shard name: last error} of those that failed every attempt,
+    {shard index: marker} of those committed)."""
+    queue = deque((job, 1) for job in jobs)
     attempts: dict[int, int] = {}
     failed: dict[str, str] = {}
+    committed: dict[int, dict] = {}
     in_flight = 0
     try:
         while queue or in_flight:
             while queue and in_flight < backend.capacity:
-                shard, n = queue.popleft()
-                attempts[shard.index] = n
-                backend.submit(shard)
+                job, n = queue.popleft()
+                attempts[job.shard.index] = n
+                backend.submit(job)
                 in_flight += 1
-            for shard, outcome in backend.wait():
+            for job, outcome in backend.wait():
                 in_flight -= 1
+                shard = job.shard
                 if not isinstance(outcome, Failure):
+                    committed[shard.index] = outcome
                     reporter.committed(shard, outcome)
                 elif outcome.fatal:
                     raise outcome.exception()
@@ -94,38 +96,9 @@ def run(backend: Backend, shards: list[Shard], reporter, retries: int) -> dict[s
                     reporter.failed(shard, outcome.message)
                 else:
                     reporter.retried(shard, attempts[shard.index], outcome.message)
-                    queue.appendleft((shard, attempts[shard.index] + 1))
+                    queue.appendleft((job, attempts[shard.index] + 1))
     except BaseException:
         backend.close(abort=True)
         raise
     backend.close(abort=False)
-    return failed
-
-
-def valid_committed(store: ShardStore, plan: Plan, shard_fingerprint: str, trust_markers: bool,
-                    reporter, before_retract) -> dict[int, dict]:
-    """Committed shards that match their marker and the plan; the rest are retracted to be rebuilt.
-    `before_retract()` runs once before the first retraction (it removes the manifest, so the
-    manifest never lists a shard whose files are gone)."""
-    planned_rows = {s.index: len(s.identities) * len(plan.targets) for s in plan.shards}
-    valid, bad = {}, []
-    for index in store.marker_indices():
-        try:
-            marker = store.read_marker(index)
-            problem = store.problem(index, marker, hashes=not trust_markers)
-        except (OSError, ValueError) as err:
-            marker, problem = {}, f"unreadable marker ({first_line(err)})"
-        if problem is None and marker.get("fingerprint") != shard_fingerprint:
-            problem = "built with another recipe fingerprint"
-        if problem is None and index in planned_rows and marker.get("rows") != planned_rows[index]:
-            problem = f"holds {marker.get('rows')} rows, the plan now has {planned_rows[index]}"
-        if problem is None:
-            valid[index] = marker
-        else:
-            bad.append((index, problem))
-    if bad:
-        before_retract()
-    for index, problem in bad:
-        reporter.note(f"shard-{index:06d}: {problem}: rebuilding it")
-        store.retract(index)
-    return valid
+    return failed, committed

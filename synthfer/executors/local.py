@@ -11,8 +11,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from synthfer.executors.core import Failure, attempt
-from synthfer.plan import Shard
-from synthfer.worker import Worker
+from synthfer.worker import Job, Worker
 
 
 class LocalBackend:
@@ -21,18 +20,18 @@ class LocalBackend:
     def __init__(self, worker: Worker, where: str):
         self.worker, self.where = worker, where
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="synthfer-writer")
-        self.pending: deque[tuple[Shard, Future | Failure]] = deque()
+        self.pending: deque[tuple[Job, Future | Failure]] = deque()
 
-    def submit(self, shard: Shard) -> None:
-        computed = attempt(self.worker.compute, shard, where=self.where)
+    def submit(self, job: Job) -> None:
+        computed = attempt(self.worker.compute, job, where=self.where)
         if isinstance(computed, Failure):
-            self.pending.append((shard, computed))
+            self.pending.append((job, computed))
         else:
-            self.pending.append((shard, self.writer.submit(attempt, self.worker.finish, computed, where=self.where)))
+            self.pending.append((job, self.writer.submit(attempt, self.worker.finish, computed, where=self.where)))
 
     def wait(self) -> list:
-        shard, outcome = self.pending.popleft()
-        return [(shard, outcome.result() if isinstance(outcome, Future) else outcome)]
+        job, outcome = self.pending.popleft()
+        return [(job, outcome.result() if isinstance(outcome, Future) else outcome)]
 
     def close(self, abort: bool) -> None:
         # A commit already under way finishes; queued ones are dropped when the build stops.

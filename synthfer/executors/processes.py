@@ -13,7 +13,6 @@ import multiprocessing as mp
 import queue as queue_module
 
 from synthfer.executors.core import Failure, attempt, classify
-from synthfer.plan import Shard
 
 
 def _serve(loaded, store, slot: int, device: str, shard_fingerprint: str, tasks, results) -> None:
@@ -24,18 +23,18 @@ def _serve(loaded, store, slot: int, device: str, shard_fingerprint: str, tasks,
     if isinstance(worker, Failure):
         results.put((slot, None, Failure(worker.message, fatal=True, error="WorkerError")))
         return
-    while (index := tasks.get()) is not None:
-        outcome = attempt(worker.build_shard, worker.plan.shards[index], where=store.folder.location)
-        results.put((slot, index, outcome))
+    while (job := tasks.get()) is not None:
+        outcome = attempt(worker.build_shard, job, where=store.folder.location)
+        results.put((slot, job.shard.index, outcome))
 
 
 class ProcessBackend:
-    def __init__(self, loaded, store, shard_fingerprint: str, shards: list[Shard]):
+    def __init__(self, loaded, store, shard_fingerprint: str, jobs: list):
         self.ctx = mp.get_context("spawn")
         self.results = self.ctx.Queue()
         self.loaded, self.store, self.fingerprint = loaded, store, shard_fingerprint
         self.devices = loaded.recipe.execution.devices
-        self.by_index = {s.index: s for s in shards}
+        self.by_index = {j.shard.index: j for j in jobs}
         self.procs: dict[int, tuple] = {}        # slot -> (process, its task queue)
         self.busy: dict[int, int | None] = {}    # slot -> shard index in progress
         for slot in range(len(self.devices)):
@@ -50,10 +49,11 @@ class ProcessBackend:
         proc.start()
         self.procs[slot], self.busy[slot] = (proc, tasks), None
 
-    def submit(self, shard: Shard) -> None:
+    def submit(self, job) -> None:
         slot = next(s for s, index in self.busy.items() if index is None)
-        self.busy[slot] = shard.index
-        self.procs[slot][1].put(shard.index)
+        self.busy[slot] = job.shard.index
+        self.by_index[job.shard.index] = job
+        self.procs[slot][1].put(job)
 
     def wait(self) -> list:
         while True:

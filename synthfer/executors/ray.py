@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from synthfer.errors import UsageError
 from synthfer.executors.core import Failure, attempt, one_line
-from synthfer.plan import Shard
 
 
 class ShardActor:
@@ -25,14 +24,14 @@ class ShardActor:
         self.store = store
         self.worker = attempt(open_worker, loaded, store, shard_fingerprint, None, where=store.folder.location)
 
-    def build(self, index: int):
+    def build(self, job):
         if isinstance(self.worker, Failure):
             return Failure(self.worker.message, fatal=True, error="WorkerError")
-        return attempt(self.worker.build_shard, self.worker.plan.shards[index], where=self.store.folder.location)
+        return attempt(self.worker.build_shard, job, where=self.store.folder.location)
 
 
 class RayBackend:
-    def __init__(self, loaded, store, shard_fingerprint: str, shards: list[Shard]):
+    def __init__(self, loaded, store, shard_fingerprint: str, jobs: list):
         try:
             import ray
         except ImportError:
@@ -54,19 +53,19 @@ class RayBackend:
                              else max(1, int(resources.get("CPU", 1) // 2)))
         actor_class = ray.remote(num_cpus=spec.cpus_per_worker, num_gpus=gpus, max_restarts=0)(ShardActor)
         self.new_actor = lambda: actor_class.remote(loaded, store, shard_fingerprint)
-        self.idle = [self.new_actor() for _ in range(min(n, max(1, len(shards))))]
+        self.idle = [self.new_actor() for _ in range(min(n, max(1, len(jobs))))]
         self.capacity = len(self.idle)
         self.running: dict = {}
 
-    def submit(self, shard: Shard) -> None:
+    def submit(self, job) -> None:
         actor = self.idle.pop()
-        self.running[actor.build.remote(shard.index)] = (actor, shard)
+        self.running[actor.build.remote(job)] = (actor, job)
 
     def wait(self) -> list:
         from ray.exceptions import RayActorError, RayTaskError
 
         done, _ = self.ray.wait(list(self.running), num_returns=1)
-        actor, shard = self.running.pop(done[0])
+        actor, job = self.running.pop(done[0])
         try:
             outcome = self.ray.get(done[0])
         except RayActorError as err:  # the actor's process died: replace it, retry the shard
@@ -75,7 +74,7 @@ class RayBackend:
         except RayTaskError as err:
             outcome = Failure(one_line(getattr(err, "cause", None) or err))
         self.idle.append(actor)
-        return [(shard, outcome)]
+        return [(job, outcome)]
 
     def close(self, abort: bool) -> None:
         if self.started_here:

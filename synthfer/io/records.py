@@ -64,6 +64,19 @@ class Scores:
     def columns(self) -> dict[str, float | None]:
         return {f.name: self.number(f.name) for f in fields(self)}
 
+    def flags(self) -> list[str]:
+        """`name:undefined` / `name:non_finite` for each score that is null for one of those
+        reasons (a null without a flag was not measured), so stored rows can be re-decided."""
+        return [f"{f.name}:{getattr(self, f.name).value}" for f in fields(self)
+                if getattr(self, f.name) in (UNDEFINED, NON_FINITE)]
+
+    @classmethod
+    def from_columns(cls, row: dict, flags: list[str] | None = None) -> "Scores":
+        """The Scores a manifest row (score columns + score_flags) was written from."""
+        missing = {name: Missing(kind) for name, _, kind in (f.partition(":") for f in (flags or []))}
+        return cls(**{f.name: float(row[f.name]) if row.get(f.name) is not None
+                      else missing.get(f.name, NOT_MEASURED) for f in fields(cls)})
+
     def with_(self, **values) -> "Scores":
         return replace(self, **values)
 
@@ -71,8 +84,8 @@ class Scores:
 SCORE_COLUMNS = tuple(f.name for f in fields(Scores))
 
 
-def _arrow(kind: str):
-    return field(metadata={"arrow": kind})
+def _arrow(kind: str, column: str | None = None):
+    return field(metadata={"arrow": kind, "column": column})
 
 
 @dataclass(frozen=True)
@@ -88,9 +101,12 @@ class Row:
     target_intensity: float = _arrow("float64")
     target_valence: float = _arrow("float64")
     target_arousal: float = _arrow("float64")
-    status: str = _arrow("string")               # accepted | rejected | skipped
+    class_name: str = _arrow("string", "class")  # the target's class; "" without targets.classes
+    class_id: int = _arrow("int32")              # its index in targets.classes; -1 without classes
+    status: str = _arrow("string")               # accepted | rejected | skipped | surplus (over quota)
     reject_reasons: tuple = _arrow("list<string>")
     scores: Scores = _arrow("scores")            # flattened into SCORE_COLUMNS
+    score_flags: tuple = _arrow("list<string>")  # why a null score is null (Scores.flags)
     width: int | None = _arrow("int32")          # null when no image was written
     height: int | None = _arrow("int32")
     image_sha256: str | None = _arrow("string")
@@ -102,10 +118,10 @@ class Row:
             value = getattr(self, f.name)
             if f.name == "scores":
                 out.update(value.columns())
-            elif f.name == "reject_reasons":
+            elif isinstance(value, tuple):
                 out[f.name] = list(value)
             else:
-                out[f.name] = value
+                out[f.metadata.get("column") or f.name] = value
         return out
 
 
@@ -121,5 +137,5 @@ def arrow_schema():
         if kind == "scores":
             out += [(name, pa.float64()) for name in SCORE_COLUMNS]
         else:
-            out.append((f.name, types[kind]))
+            out.append((f.metadata.get("column") or f.name, types[kind]))
     return pa.schema(out)

@@ -43,6 +43,11 @@ def tar_bytes(members: list[Member]) -> bytes:
     return buf.getvalue()
 
 
+def _members(folder: OutputFolder, rel: str) -> list[tuple[str, bytes]]:
+    with folder.open(rel) as f, tarfile.open(fileobj=f, mode="r:") as tar:
+        return [(m.name, tar.extractfile(m).read()) for m in tar if m.isfile()]
+
+
 def shard_name(index: int) -> str:
     return f"shard-{index:06d}"
 
@@ -108,6 +113,28 @@ class ShardStore:
             if self.problem(index, marker, hashes=False) is None:
                 out[index] = marker
         return out
+
+    def reusable(self, index: int, fingerprint: str, composition: str) -> tuple[dict, dict] | None:
+        """(rows by key, stored images by key as (member name, bytes, width, height)) of a committed
+        shard made with this generation fingerprint and composition, else None."""
+        from synthfer.io.manifest import read_table
+
+        try:
+            marker = self.read_marker(index)
+        except (OSError, ValueError):
+            return None
+        if (marker.get("fingerprint"), marker.get("composition")) != (fingerprint, composition) or \
+                self.problem(index, marker, hashes=False) is not None:
+            return None
+        rows = {r["key"]: r for r in read_table(self.folder.read_bytes(self.layout.part(index))).to_pylist()}
+        images = {}
+        for rel in marker["files"]:
+            if rel.endswith(".tar"):
+                for name, data in _members(self.folder, rel):
+                    key, _, ext = name.partition(".")
+                    if ext != "json" and key in rows:
+                        images[key] = (name, data, rows[key]["width"], rows[key]["height"])
+        return rows, images
 
     def owned_files(self, index: int, marker: dict | None = None) -> list[str]:
         """Every file name this shard may have: its marker's list and the layout's names."""

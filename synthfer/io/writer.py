@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synthfer.filters import ACCEPTED, REJECTED, Verdict
+from synthfer.filters import ACCEPTED, REJECTED, Verdict, decisions_digest, surplus_digest
 from synthfer.io import images
 from synthfer.io.manifest import part_bytes
 from synthfer.io.records import Row, Scores
@@ -24,15 +24,18 @@ class Judged:
     sample: object                 # plan.Sample
     verdict: Verdict
     scores: Scores
-    pixels: np.ndarray | None      # uint8 [H, W, 3] of a generated, finite image; None otherwise
+    pixels: np.ndarray | None      # uint8 [H, W, 3] of a rendered, finite image; None otherwise
+    stored: tuple | None = None    # (member name, encoded bytes, width, height) kept from a committed version
 
 
 class ShardWriter:
     def __init__(self, recipe, fingerprint: str, store: ShardStore):
         self.recipe, self.fingerprint, self.store = recipe, fingerprint, store
 
-    def write(self, shard, judged: list[Judged]) -> dict:
-        """Encode what is kept, build rows and tars, commit the shard. Returns its marker."""
+    def write(self, job, judged: list[Judged], composition: str, rendered: int) -> dict:
+        """Encode what is kept, build rows and tars, commit the shard. Returns its marker, plus
+        `rendered` (images rendered for it this time; reported, not stored)."""
+        shard = job.shard
         spec, keep_rejected = self.recipe.output.image, self.recipe.output.keep_rejected
         ext = images.EXTENSIONS[spec.format]
         tars: dict[str, list[Member]] = {ACCEPTED: [], REJECTED: []}
@@ -40,30 +43,37 @@ class ShardWriter:
         for j in judged:
             status = j.verdict.status
             image = None
-            if j.pixels is not None and (status == ACCEPTED or (status == REJECTED and keep_rejected)):
-                image = images.encode(j.pixels, spec.format, spec.size, spec.quality)
+            if status == ACCEPTED or (status == REJECTED and keep_rejected):
+                if j.stored is not None:
+                    image = (j.stored[0], j.stored[1], j.stored[2], j.stored[3])
+                elif j.pixels is not None:
+                    data, width, height = images.encode(j.pixels, spec.format, spec.size, spec.quality)
+                    image = (f"{j.sample.key}.{ext}", data, width, height)
             row = self._row(shard, j, image)
             if image is not None:
-                tars[status] += [Member(f"{row.key}.{ext}", image[0]), Member(f"{row.key}.json", _label(j.sample, row))]
+                tars[status] += [Member(image[0], image[1]), Member(f"{row.key}.json", _label(j.sample, row))]
             rows.append(row)
         layout = self.store.layout
         files = {layout.tar(shard.index, shard.split): tar_bytes(tars[ACCEPTED]),
                  layout.part(shard.index): part_bytes(rows)}
         if keep_rejected:
             files[layout.rejected_tar(shard.index, shard.split)] = tar_bytes(tars[REJECTED])
-        info = {"fingerprint": self.fingerprint, "split": shard.split, "rows": len(rows),
+        info = {"fingerprint": self.fingerprint, "split": shard.split, "round": shard.round, "rows": len(rows),
                 "accepted": sum(r.status == ACCEPTED for r in rows),
-                "images": sum(m.name.endswith(".json") for m in tars[ACCEPTED])}
-        return self.store.commit(shard.index, files, info)
+                "images": sum(m.name.endswith(".json") for m in tars[ACCEPTED]),
+                "composition": composition, "decisions": decisions_digest(self.recipe),
+                "surplus": surplus_digest(job.surplus)}
+        return dict(self.store.commit(shard.index, files, info), rendered=rendered)
 
-    def _row(self, shard, j: Judged, image: tuple[bytes, int, int] | None) -> Row:
+    def _row(self, shard, j: Judged, image: tuple | None) -> Row:
         s, t = j.sample, j.sample.target
         return Row(key=s.key, shard=shard.index, identity=s.identity, identity_seed=s.identity_seed,
                    split=s.split, target=t.key, target_angle_deg=t.angle_deg, target_intensity=t.intensity,
-                   target_valence=t.valence, target_arousal=t.arousal, status=j.verdict.status,
-                   reject_reasons=j.verdict.reasons, scores=j.scores,
-                   width=image[1] if image else None, height=image[2] if image else None,
-                   image_sha256=hashlib.sha256(image[0]).hexdigest() if image else None,
+                   target_valence=t.valence, target_arousal=t.arousal, class_name=t.class_name,
+                   class_id=t.class_id, status=j.verdict.status, reject_reasons=j.verdict.reasons,
+                   scores=j.scores, score_flags=tuple(j.scores.flags()),
+                   width=image[2] if image else None, height=image[3] if image else None,
+                   image_sha256=hashlib.sha256(image[1]).hexdigest() if image else None,
                    recipe_fingerprint=self.fingerprint)
 
 
@@ -72,7 +82,7 @@ def _label(sample, row: Row) -> bytes:
     t = sample.target
     label = {"key": sample.key, "identity": sample.identity, "split": sample.split, "target": t.key,
              "emotion": t.emotion, "valence": t.valence, "arousal": t.arousal,
-             "angle_deg": t.angle_deg, "intensity": t.intensity,
+             "angle_deg": t.angle_deg, "intensity": t.intensity, "class": t.class_name, "class_id": t.class_id,
              "quality": row.scores.number("quality"), "pred_valence": row.scores.number("pred_valence"),
              "pred_arousal": row.scores.number("pred_arousal")}
     return json.dumps(label, sort_keys=True, separators=(",", ":")).encode()

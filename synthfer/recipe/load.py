@@ -17,10 +17,16 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from synthfer.blocks import PathErrors
 from synthfer.errors import RecipeError, UsageError
 from synthfer.io.folder import check_location, is_url, open_folder
 from synthfer.models import registry
 from synthfer.recipe.schema import FORMAT_VERSION, Recipe
+
+# Fingerprint keys that change only which rendered samples are kept, never a pixel: a build whose
+# recipe differs from its output's only here re-decides committed shards from their stored scores.
+DECISION_KEYS = ("recipe.filters.", "recipe.targets.quota:", "recipe.identities.max_count:",
+                 "recipe.output.keep_rejected:")
 
 # YAML aliases can make a small file expand to billions of values ("billion laughs"); a recipe
 # never needs more than this many.
@@ -94,10 +100,15 @@ class LoadedRecipe:
         return _digest(self.fingerprint_inputs(model_hashes, device_type))
 
     def shard_fingerprint(self, model_hashes: dict[str, str], device_type: str) -> str:
-        """How each sample is made, without how many identities there are: stored in markers and
-        manifest rows, so growing identities.count (--mode extend) leaves old shards byte-identical."""
+        """How each sample's pixels are made: stored in markers and manifest rows. It leaves out how
+        many identities there are (--mode extend keeps old shards byte-identical) and what only
+        decides which samples are kept (filters but skip bands, quotas, keep_rejected), so such
+        changes re-decide committed shards instead of rendering them again."""
         inputs = self.fingerprint_inputs(model_hashes, device_type)
-        del inputs["recipe"]["identities"]["count"]
+        recipe = inputs["recipe"]
+        del recipe["identities"]["count"], recipe["identities"]["max_count"], recipe["targets"]["quota"]
+        del recipe["output"]["keep_rejected"]
+        recipe["filters"] = {"skip_bands": [b for b in recipe["filters"]["failure_bands"] if b["action"] == "skip"]}
         return _digest(inputs)
 
 
@@ -161,7 +172,7 @@ def load_recipe(path: str | Path, overrides: list[str] = (), output: str | None 
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as err:
-        raise RecipeError([_describe(e, label, lines, applied) for e in err.errors()]) from None
+        raise RecipeError([line for e in err.errors() for line in _describe_all(e, label, lines, applied)]) from None
 
     loaded = LoadedRecipe(recipe, path, list(overrides))
     problems = []
@@ -276,6 +287,16 @@ def _field_path(loc: tuple) -> str:
         else:
             out += f".{part}" if out else str(part)
     return out or "(top level)"
+
+
+def _describe_all(error: dict, label: str, lines: dict, applied: dict) -> list[str]:
+    """One line per problem; a PathErrors error holds several."""
+    msg = error["msg"]
+    if PathErrors.SEPARATOR not in msg:
+        return [_describe(error, label, lines, applied)]
+    prefix = "Value error, " if msg.startswith("Value error, ") else ""
+    parts = msg[len(prefix):].split(PathErrors.SEPARATOR)
+    return [_describe(dict(error, msg=prefix + part), label, lines, applied) for part in parts]
 
 
 def _describe(error: dict, label: str, lines: dict, applied: dict) -> str:

@@ -12,20 +12,34 @@ from pydantic import Discriminator, Field, Tag, create_model, field_validator, m
 from pydantic.fields import FieldInfo
 
 from synthfer import circumplex
+from synthfer import classes as classes_module
 from synthfer.filters import Filters, check_models
 from synthfer.models import kinds as _kinds  # noqa: F401  (registers the shipped model kinds)
 from synthfer.models import registry, specs
 from synthfer.blocks import IndexedError as _IndexedError
 from synthfer.blocks import PathError as _PathError
+from synthfer.blocks import PathErrors
 from synthfer.blocks import Strict as _Strict
 
 FORMAT_VERSION = 1
 
 
 class Identities(_Strict):
-    count: int = Field(100, gt=0, le=10_000_000)  # how many people
+    count: int = Field(100, gt=0, le=10_000_000)  # how many people (the first round)
     truncation_psi: float = Field(0.7, gt=0, le=1.0)  # EmoStyle uses 0.7
     truncation_cutoff: int | None = Field(None, gt=0)  # truncate only the first N w rows
+    max_count: int | None = Field(None, gt=0, le=10_000_000)  # quota top-ups stop here; default 10 x count
+
+    @model_validator(mode="after")
+    def _max_at_least_count(self):
+        if self.max_count is not None and self.max_count < self.count:
+            raise _PathError(("max_count",), f"must be at least identities.count ({self.count}), got {self.max_count}")
+        return self
+
+    @property
+    def cap(self) -> int:
+        """The most identities a build with quotas may use."""
+        return self.max_count if self.max_count is not None else min(10 * self.count, 10_000_000)
 
 
 class Targets(_Strict):
@@ -33,22 +47,26 @@ class Targets(_Strict):
     intensities: list[float] = [0.33, 0.66, 1.0]  # distance from the circumplex origin
     neutral: bool = True                          # include the unedited identity
     points: list[list[float]] = []                # extra raw [valence, arousal] targets
+    classes: str | list[str] | dict[str, Any] | None = None  # preset, class names, or name -> members
+    quota: int | None = Field(None, gt=0, le=100_000_000)     # accepted images per class (per target
+                                                  # without classes), split by output.splits
 
     @field_validator("emotions")
     @classmethod
     def _known_emotions(cls, names):
         if names == "all":
             return names
-        out = []
+        out, problems = [], []
         for i, name in enumerate(names):
             if circumplex.find(name) is None:
-                hint = circumplex.suggest(name)
-                raise _IndexedError(i, f"unknown emotion {name!r}" + (f" (did you mean {hint!r}?)" if hint else "")
-                                 + "; `synthfer emotions` lists them")
+                problems.append(((i,), f"unknown emotion {name!r}: {classes_module.emotion_hint(name)}"))
+                continue
             canon = circumplex.canonical_name(name)
             if canon in out:
-                raise _IndexedError(i, f"emotion {name!r} listed twice")
+                problems.append(((i,), f"emotion {name!r} listed twice"))
             out.append(canon)
+        if problems:
+            raise PathErrors(problems)
         return out
 
     @field_validator("intensities")
@@ -80,10 +98,38 @@ class Targets(_Strict):
         return values
 
     @model_validator(mode="after")
+    def _classes(self):
+        if self.classes is None:
+            return self
+        if "emotions" in self.model_fields_set:
+            raise _PathError(("emotions",), "leave it out when targets.classes is set: the classes say which "
+                                            "directions are rendered")
+        if self.points:
+            raise _PathError(("points",), "raw points have no class; give them to a class as {valence, arousal} "
+                                          "anchors in targets.classes")
+        if "neutral" not in self.model_fields_set:  # the unedited identity is a class, or not rendered as one
+            self.neutral = any(c.is_neutral for c in self.class_list())
+        resolved, problems = classes_module.resolve(self.classes, self.neutral)
+        if problems:
+            raise PathErrors([(("classes",) + path, message) for path, message in problems])
+        seen: dict[str, str] = {}
+        for key, cls, _, _ in classes_module.class_targets(resolved, self.intensities):
+            if key in seen:
+                raise _PathError(("classes", cls.name), f"gives target {key!r} like class {seen[key]!r}; rename one")
+            seen[key] = cls.name
+        return self
+
+    @model_validator(mode="after")
     def _not_empty(self):
-        if not self.neutral and not self.emotions and not self.points:
+        if not self.neutral and not self.emotions and not self.points and self.classes is None:
             raise ValueError("no targets: enable neutral, list emotions or add points")
         return self
+
+    def class_list(self) -> list:
+        """The resolved classes (classes.ClassSpec), [] without targets.classes."""
+        if self.classes is None:
+            return []
+        return classes_module.resolve(self.classes, True)[0]
 
     def emotion_list(self) -> list[circumplex.Emotion]:
         if self.emotions == "all":
