@@ -64,7 +64,7 @@ class Backend(Protocol):
     capacity: int      # jobs that may be in flight at once
 
     def submit(self, job) -> None: ...
-    def wait(self) -> list[tuple["Job", "dict | Failure"]]: ...   # at least one outcome
+    def wait(self) -> list[tuple[object, "dict | Failure"]]: ...   # (worker.Job, outcome); at least one
     def close(self, abort: bool) -> None: ...
 
 
