@@ -65,6 +65,10 @@ class BuildResult:
     by_class: dict = field(default_factory=dict)    # class (or target) -> split -> {status: n}
     rounds: int = 0                                 # quota top-up rounds
     short: dict = field(default_factory=dict)       # (class, split) -> accepted still missing
+    partial: bool = False                           # --shards: only some base shards were asked for
+    identities: int = 0                             # identities planned, top-ups included
+    warnings: list = field(default_factory=list)    # summary.warnings (complete builds only)
+    unit: str = "target"                            # what by_class groups by: class, or target without classes
 
 
 def build(loaded: LoadedRecipe, shards: str | None = None, reporter: Reporter | None = None,
@@ -245,8 +249,11 @@ def _finalize(loaded, plan, store, fingerprint, shard_fingerprint, model_info, o
         wall_s=time.perf_counter() - t0, images_per_s=outcome.rendered / built_s if built_s > 0 else 0.0,
         complete=len(parts) == len(plan.shards) and not outcome.short, failed=dict(outcome.failed),
         shard_fingerprint=shard_fingerprint, rounds=outcome.rounds, short=dict(outcome.short),
-        **summary.counts(table, loaded.recipe),
+        partial=outcome.partial, identities=plan.next_identity,
+        unit="class" if loaded.recipe.targets.classes is not None else "target", **summary.counts(table, loaded.recipe),
     )
+    if len(parts) == len(plan.shards):
+        result.warnings = summary.warnings(result, loaded.recipe)
     store.folder.write(store.layout.run_json, _json(summary.run_info(loaded, fingerprint, model_info, result)))
     return result
 

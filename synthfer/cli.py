@@ -102,6 +102,8 @@ def build(
     trust_markers: bool = typer.Option(False, "--trust-markers",
                                        help="Check committed shards by size only, not sha256 (faster resume of huge outputs)."),
     with_report: bool = typer.Option(False, "--report", help="Write OUT_DIR/report/ (synthfer report) at the end."),
+    strict: bool = typer.Option(False, "--strict", help="Exit 5 when the build finishes with warnings (an empty "
+                                                        "class or split, a filter that rejected everything)."),
 ):
     """Generate, edit, assess and write the recipe's dataset: WebDataset shards + Parquet manifest.
 
@@ -110,7 +112,7 @@ def build(
     """
     def body():
         from synthfer.build import build as run_build
-        from synthfer.errors import ShardsFailedError, UsageError
+        from synthfer.errors import QuotaNotMetError, ShardsFailedError, StrictWarningsError, UsageError
         from synthfer.progress import make_reporter
         from synthfer.recipe import load_recipe
 
@@ -122,7 +124,7 @@ def build(
         reporter = make_reporter(quiet, log_format)
         try:
             result = run_build(loaded, shards=shards, reporter=reporter, mode=mode, trust_markers=trust_markers)
-        except ShardsFailedError as err:
+        except (ShardsFailedError, QuotaNotMetError) as err:
             _show_summary(err.result, reporter, quiet)
             if with_report:  # the manifest of the committed shards is there: report on it
                 _write_report(loaded.output_folder(), quiet)
@@ -130,6 +132,9 @@ def build(
         _show_summary(result, reporter, quiet)
         if with_report:
             _write_report(loaded.output_folder(), quiet)
+        if strict and result.warnings:
+            raise StrictWarningsError(f"--strict: the build finished with {len(result.warnings)} warning"
+                                      f"{'s' if len(result.warnings) != 1 else ''}", result)
     _guard(body)
 
 
@@ -142,12 +147,17 @@ def _write_report(out_dir, quiet: bool) -> None:
 
 
 def _show_summary(result, reporter, quiet: bool) -> None:
-    from synthfer.progress import JsonLines, summary_table
+    from synthfer.progress import JsonLines, summary_tables
 
+    if result is None:
+        return
     if isinstance(reporter, JsonLines):
         reporter.summary(result)
-    elif not quiet and result is not None:
-        out.print(summary_table(result))
+    elif not quiet:
+        for table in summary_tables(result):
+            out.print(table)
+    for line in result.warnings:   # on stderr even with --quiet: cron mail must show them
+        sys.stderr.write(f"Warning: {line}\n")
 
 
 @app.command()
@@ -192,16 +202,27 @@ def verify(out_dir: str = typer.Argument(..., metavar="OUT_DIR", help="A build's
 
 
 @app.command()
-def validate(recipe: Path = RecipeArg, overrides: Optional[List[str]] = SetOpt):
-    """Check a recipe and print what it would build; exit 2 listing every problem."""
+def validate(recipe: Path = RecipeArg, overrides: Optional[List[str]] = SetOpt,
+             strict: bool = typer.Option(False, "--strict", help="Exit 5 when there are warnings.")):
+    """Check a recipe and print what it would build; exit 2 listing every problem. Warnings
+    (settings that cannot be meant, thresholds outside what an existing output measured) go to
+    stderr."""
     def body():
+        from synthfer.errors import StrictWarningsError
+        from synthfer.hints import recipe_warnings
         from synthfer.plan import Plan
         from synthfer.recipe import load_recipe
 
         loaded = load_recipe(recipe, overrides or [])
         plan = Plan(loaded.recipe)
-        out.print(f"OK: {recipe}: {loaded.recipe.identities.count} identities x {len(plan.targets)} targets = "
+        classes = f" in {len(loaded.recipe.targets.class_list())} classes" if loaded.recipe.targets.classes else ""
+        out.print(f"OK: {recipe}: {loaded.recipe.identities.count} identities x {len(plan.targets)} targets{classes} = "
                   f"{plan.total_samples} samples in {len(plan.shards)} shards -> {loaded.output_location}")
+        warnings = recipe_warnings(loaded)
+        for line in warnings:
+            sys.stderr.write(f"Warning: {line}\n")
+        if strict and warnings:
+            raise StrictWarningsError(f"--strict: {len(warnings)} warning{'s' if len(warnings) != 1 else ''}")
     _guard(body)
 
 
@@ -214,13 +235,23 @@ def plan_cmd(recipe: Path = RecipeArg, overrides: Optional[List[str]] = SetOpt,
         from synthfer.progress import plan_tables
         from synthfer.recipe import load_recipe
 
+        from synthfer.hints import quota_estimate, recipe_warnings
+
         loaded = load_recipe(recipe, overrides or [])
         plan = Plan(loaded.recipe)
         for table in plan_tables(plan, limit=None if all_shards else 20):
             out.print(table)
         out.print(f"{plan.total_samples} samples in {len(plan.shards)} shards "
                   f"({plan.identities_per_shard} identities x {len(plan.targets)} targets per shard); "
-                  f"estimated output about {_human(estimated_bytes(plan))} -> {loaded.output_location}")
+                  f"if every planned sample were kept (before any filter) the output would be about "
+                  f"{_human(estimated_bytes(plan))} -> {loaded.output_location}")
+        if loaded.recipe.targets.quota:
+            estimate = quota_estimate(loaded, plan)
+            out.print(f"quota: {loaded.recipe.targets.quota} accepted per {'class' if loaded.recipe.targets.classes else 'target'}, "
+                      f"split by output.splits; top-up rounds add identities up to {loaded.recipe.identities.cap}"
+                      + (f"; {estimate}" if estimate else "; build once to estimate the identities needed"))
+        for line in recipe_warnings(loaded):
+            sys.stderr.write(f"Warning: {line}\n")
     _guard(body)
 
 

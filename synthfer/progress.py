@@ -133,7 +133,10 @@ class JsonLines(Quiet):
                    committed_shards=result.committed_shards, planned_shards=result.planned_shards,
                    built_shards=result.built_shards, rows=result.rows, complete=result.complete,
                    failed=result.failed, by_status=result.by_status, by_reason=result.by_reason,
-                   wall_s=round(result.wall_s, 3), images_per_s=round(result.images_per_s, 2))
+                   by_split=result.by_split, by_class=result.by_class, quota_rounds=result.rounds,
+                   quota_short={f"{u}/{s}": n for (u, s), n in sorted(result.short.items())},
+                   warnings=result.warnings, wall_s=round(result.wall_s, 3),
+                   images_per_s=round(result.images_per_s, 2))
 
 
 def make_reporter(quiet: bool, log_format: str = "text"):
@@ -144,42 +147,83 @@ def make_reporter(quiet: bool, log_format: str = "text"):
     return _Bar() if sys.stderr.isatty() else _Lines()
 
 
-def summary_table(result) -> Table:
+SHOWN_UNITS = 12   # class/target rows in the end-of-run table; failing ones are always shown
+
+
+def summary_tables(result) -> list[Table]:
+    """The end-of-run tables: totals, then accepted per class (or target) x split, worst first."""
     t = Table(title=f"synthfer build -> {result.out_dir}", show_header=False)
     t.add_column("what")
     t.add_column("value", justify="right")
-    t.add_row("planned samples", str(result.planned_samples))
+    rounds = f"; {result.rounds} quota top-up round{'s' if result.rounds != 1 else ''}" if result.rounds else ""
+    t.add_row("planned samples", f"{result.planned_samples} ({result.identities} identities{rounds})")
     t.add_row("shards committed (this run)", f"{result.committed_shards}/{result.planned_shards} ({result.built_shards})")
     t.add_row("manifest rows", str(result.rows))
-    for status, n in sorted(result.by_status.items()):
-        t.add_row(f"  {status}", str(n))
-    for split in SPLITS:
-        if split in result.by_split:
-            t.add_row(f"  split {split}", str(result.by_split[split]))
+    rendered = sum(n for status, n in result.by_status.items() if status != "skipped")
+    for status in ("accepted", "rejected", "skipped", "surplus"):
+        n = result.by_status.get(status, 0)
+        if status == "surplus" and not n:
+            continue
+        share = f" ({100 * n / rendered:.0f}% of rendered)" if status == "accepted" and rendered else ""
+        t.add_row(f"  {status}", f"{n}{share}")
     for reason, n in sorted(result.by_reason.items()):
         t.add_row(f"  reason {reason}", str(n))
     for band, counts in result.by_band.items():
         t.add_row(f"  band {band}", _acceptance(counts))
-    targets = sorted(result.by_target.items())
-    shown = targets if len(targets) <= 12 else targets[:6] + [("...", None)] + targets[-5:]
-    for target, counts in shown:
-        t.add_row(f"  target {target}", _acceptance(counts) if counts else "")
     t.add_row("wall time", f"{result.wall_s:.1f} s")
-    t.add_row("images/s (this run)", f"{result.images_per_s:.1f}")
-    t.add_row("complete", "yes" if result.complete else "no: run the same command again to finish")
+    t.add_row("images rendered/s (this run)", f"{result.images_per_s:.1f}")
+    if result.complete:
+        done = "yes"
+    elif result.short:
+        done = "no: quotas not met (see the error below)"
+    elif result.partial:
+        done = "no: run it again without --shards to finish"
+    else:
+        done = "no: run the same command again to finish"
+    t.add_row("complete", done)
+    return [t, _units_table(result)]
+
+
+def _units_table(result) -> Table:
+    """Accepted per class (or target) and split, worst acceptance first; units below the warning
+    threshold are never left out."""
+    from synthfer.summary import WARN_BELOW
+
+    rows = []
+    for unit, splits in result.by_class.items():
+        planned = sum(sum(c.values()) for c in splits.values())
+        accepted = sum(c.get("accepted", 0) for c in splits.values())
+        kept = accepted + sum(c.get("surplus", 0) for c in splits.values())
+        rows.append((kept / planned if planned else 0.0, unit, splits, accepted, planned))
+    rows.sort(key=lambda r: (r[0], r[1]))
+    failing = [r for r in rows if r[0] < WARN_BELOW]
+    shown = failing + [r for r in rows if r[0] >= WARN_BELOW][:max(0, SHOWN_UNITS - len(failing))]
+    word = result.unit
+    t = Table(title=f"accepted per {word} and split (worst first)")
+    t.add_column(word)
+    for split in SPLITS:
+        t.add_column(split, justify="right")
+    t.add_column("accepted / planned", justify="right")
+    for share, unit, splits, accepted, planned in shown:
+        t.add_row(unit, *(str(splits.get(split, {}).get("accepted", 0)) for split in SPLITS),
+                  f"{accepted}/{planned} ({100 * share:.0f}%)")
+    if len(shown) < len(rows):
+        rest = rows[len(shown):]
+        t.add_row(f"... {len(rest)} more", "", "", "", f"each >= {100 * rest[0][0]:.0f}%")
     return t
 
 
 def _acceptance(counts: dict) -> str:
     total = sum(counts.values())
     made = total - counts.get("skipped", 0)
-    text = f"{counts.get('accepted', 0)}/{total} accepted"
+    kept = counts.get("accepted", 0) + counts.get("surplus", 0)
+    text = f"{kept}/{total} accepted"
     if counts.get("skipped"):
         text += f", {counts['skipped']} skipped"
     if made == 0:
         return text
-    share = f"{100 * counts.get('accepted', 0) / made:.0f}%"
-    return text + (f" ({share} of generated)" if counts.get("skipped") else f" ({share})")
+    share = f"{100 * kept / made:.0f}%"
+    return text + (f" ({share} of rendered)" if counts.get("skipped") else f" ({share})")
 
 
 def plan_tables(plan: Plan, limit: int | None) -> list[Table]:

@@ -101,11 +101,12 @@ class Outcome:
     rounds: int = 0                                 # quota top-up rounds planned
     rendered: int = 0                               # samples rendered by this run (for images/s)
     short: dict = field(default_factory=dict)       # (unit, split) -> accepted images still missing
+    partial: bool = False                           # --shards
 
 
 def run_rounds(plan: Plan, committed: Committed, selected: list[Shard], run, partial: bool, reporter) -> Outcome:
     """run(jobs) -> (failed, {index: marker}) builds jobs; partial: --shards (no top-up, no surplus)."""
-    outcome = Outcome()
+    outcome = Outcome(partial=partial)
 
     def execute(jobs: list[Job]) -> bool:
         if not jobs:

@@ -61,6 +61,47 @@ def _band_acceptance(table, recipe) -> dict:
     return out
 
 
+WARN_BELOW = 0.20   # a class (or target) with less of its planned samples accepted gets a warning
+
+
+def warnings(result, recipe) -> list[str]:
+    """What a person must not miss in a finished build: classes or targets with nothing or little
+    accepted (without quotas; with quotas the quota decides), an empty split, a filter that
+    rejected every rendered sample."""
+    out = []
+    unit_word = "class" if recipe.targets.classes is not None else "target"
+    if recipe.targets.quota is None:
+        none, few = [], []
+        for unit, splits in sorted(result.by_class.items()):
+            planned = sum(sum(c.values()) for c in splits.values())
+            accepted = sum(c.get("accepted", 0) + c.get("surplus", 0) for c in splits.values())
+            if accepted == 0:
+                none.append(f"{unit} (0 of {planned})")
+            elif accepted < WARN_BELOW * planned:
+                few.append(f"{unit} ({accepted} of {planned}, {100 * accepted / planned:.0f}%)")
+        if none:
+            out.append(f"{_plural(len(none), unit_word)} with no accepted sample: {_some(none)}")
+        if few:
+            out.append(f"{_plural(len(few), unit_word)} with under {100 * WARN_BELOW:.0f}% of their planned "
+                       f"samples accepted: {_some(few)}")
+    for split, fraction in recipe.output.splits.model_dump().items():
+        if fraction > 0 and result.by_split.get(split, {}).get("accepted", 0) == 0:
+            out.append(f"split {split}: no accepted sample")
+    rendered = sum(n for status, n in result.by_status.items() if status != "skipped")
+    for reason, n in sorted(result.by_reason.items()):
+        if reason != "failure_band" and rendered and n == rendered:
+            out.append(f"filter {reason} rejected every rendered sample ({n} of {rendered})")
+    return out
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'es' if word == 'class' and n != 1 else 's' if n != 1 else ''}"
+
+
+def _some(items: list[str], shown: int = 8) -> str:
+    return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
+
+
 def models_info(loaded: LoadedRecipe, models) -> dict:
     """What run.json records about each model (computed while the models are loaded)."""
     recipe_models = loaded.resolved()["models"]
@@ -106,7 +147,7 @@ def run_info(loaded: LoadedRecipe, fingerprint: str, model_info: dict, result) -
             "manifest_rows": result.rows, "complete": result.complete,
             "by_status": result.by_status, "by_split": result.by_split, "by_target": result.by_target,
             "by_class": result.by_class, "by_reason": result.by_reason, "by_band": result.by_band,
-            "quota_rounds": result.rounds,
+            "quota_rounds": result.rounds, "warnings": result.warnings,
             "quota_short": {f"{unit}/{split}": n for (unit, split), n in sorted(result.short.items())},
         },
         "timings": {"wall_s": round(result.wall_s, 3), "images_per_s": round(result.images_per_s, 2)},

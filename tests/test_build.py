@@ -150,4 +150,5 @@ def test_summary_and_progress_lines(cli, write_recipe):
     result = cli("build", write_recipe(SMALL))
     assert result.exit_code == 0, result.output
     assert "committed shard-000001" in result.stderr
-    assert "manifest rows" in result.stdout and "images/s" in result.stdout
+    assert "manifest rows" in result.stdout and "images rendered/s" in result.stdout
+    assert "accepted per target and split (worst first)" in result.stdout

@@ -44,8 +44,18 @@ def part_bytes(rows: list[Row]) -> bytes:
     return table_bytes(rows_to_table(rows))
 
 
-def read_table(data: bytes) -> pa.Table:
-    return pq.read_table(pa.BufferReader(data), schema=SCHEMA)
+def read_table(data: bytes, columns: list[str] | None = None) -> pa.Table:
+    """Manifest (or part) rows from Parquet bytes, checked against the schema. One thread and no
+    dataset API: pyarrow's dataset reader with an explicit schema can abort the interpreter at
+    exit ("terminate called without an active exception") when torch is not loaded."""
+    table = pq.ParquetFile(pa.BufferReader(data)).read(columns=columns, use_threads=False)
+    expected = SCHEMA if columns is None else pa.schema([SCHEMA.field(c) for c in columns])
+    if table.schema.remove_metadata().equals(expected):
+        return table
+    try:
+        return table.select(expected.names).cast(expected)
+    except (KeyError, ValueError, TypeError, pa.ArrowException) as err:
+        raise ValueError(f"not a synthfer manifest ({str(err).splitlines()[0] if str(err) else 'other columns'})") from None
 
 
 # The manifest's own record of the parts it was merged from: [[relative name, sha256], ...].
@@ -63,16 +73,13 @@ def merge_parts(folder: OutputFolder, parts: list[tuple[str, str]], final: str) 
 
 
 def read_manifest(folder: OutputFolder, rel: str, columns: list[str] | None = None) -> pa.Table:
-    with folder.open(rel) as f:
-        table = pq.read_table(f, schema=SCHEMA, columns=columns)
-    return table
+    return read_table(folder.read_bytes(rel), columns)
 
 
 def merged_from(folder: OutputFolder, rel: str) -> list[tuple[str, str]] | None:
     """The parts a manifest records it was merged from; None when it records none (older
     synthfer). ValueError when the record is damaged."""
-    with folder.open(rel) as f:
-        metadata = pq.read_metadata(f).metadata or {}
+    metadata = pq.read_metadata(pa.BufferReader(folder.read_bytes(rel))).metadata or {}
     if PARTS_KEY not in metadata:
         return None
     record = json.loads(metadata[PARTS_KEY])

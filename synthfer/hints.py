@@ -1,0 +1,73 @@
+"""What `validate` and `plan` tell a user beyond errors: settings that cannot be meant, and what
+an existing output measured (observed score ranges, acceptance per class for quota estimates).
+Warnings, never errors: the recipe is valid, it may just not do what its author expects."""
+
+from __future__ import annotations
+
+from synthfer import quota
+from synthfer.io.layout import CURRENT
+from synthfer.io.manifest import read_manifest
+from synthfer.io.shards import is_output
+from synthfer.plan import Plan
+from synthfer.recipe import LoadedRecipe
+
+
+def measured(loaded: LoadedRecipe, columns: list[str]):
+    """The existing output's manifest (these columns), or None when there is no built output."""
+    try:
+        folder = loaded.output_folder()
+        if not folder.exists(CURRENT.manifest) or not is_output(folder, CURRENT):
+            return None
+        return read_manifest(folder, CURRENT.manifest, columns=columns)
+    except (OSError, ValueError):
+        return None
+
+
+def recipe_warnings(loaded: LoadedRecipe) -> list[str]:
+    f = loaded.recipe.filters
+    out = []
+    limits = [("filters.max_direction_error_deg", f.max_direction_error_deg)] + [
+        (f"filters.failure_bands[{i}].max_direction_error_deg", b.max_direction_error_deg)
+        for i, b in enumerate(f.failure_bands)]
+    for field, value in limits:
+        if value is not None and value < 1:
+            out.append(f"{field}: {value:g} degrees rejects almost every sample (VA estimators are off by tens of "
+                       f"degrees); degrees, not radians or fractions, are meant")
+    for i, band in enumerate(f.failure_bands):
+        span = 360.0 if band.to_deg - band.from_deg >= 360 else (band.to_deg - band.from_deg) % 360
+        if span > 180:
+            out.append(f"filters.failure_bands[{i}]: covers {span:g} degrees, counter-clockwise from {band.from_deg:g} "
+                       f"to {band.to_deg:g}; from {band.to_deg:g} to {band.from_deg:g} would cover {360 - span:g} "
+                       f"(are the ends swapped?)")
+    table = measured(loaded, ["quality", "identity_similarity"])
+    for field, column, value in (("filters.min_quality", "quality", f.min_quality),
+                                 ("filters.min_identity_similarity", "identity_similarity", f.min_identity_similarity)):
+        if value is None or table is None:
+            continue
+        seen = [x for x in table.column(column).to_pylist() if x is not None]
+        if not seen:
+            continue
+        lo, hi = min(seen), max(seen)
+        if value > hi:
+            out.append(f"{field}: {value:g} is above every {column} the output measured ({lo:.4g} to {hi:.4g}): "
+                       f"it rejects every sample")
+        elif value <= lo:
+            out.append(f"{field}: {value:g} is at or below every {column} the output measured ({lo:.4g} to "
+                       f"{hi:.4g}): it rejects none")
+    return out
+
+
+def quota_estimate(loaded: LoadedRecipe, plan: Plan) -> str | None:
+    """Identities a build needs for every quota at the acceptance an existing output measured."""
+    wanted = quota.quotas(plan)
+    table = measured(loaded, ["target", "split", "status"])
+    if not wanted or table is None or table.num_rows == 0:
+        return None
+    tally = quota.tally(plan, zip(*(table.column(c).to_pylist() for c in ("target", "split", "status"))))
+    need = quota.estimate_identities(plan, wanted, tally)
+    cap = loaded.recipe.identities.cap
+    rates = sorted(((tally.accepted_by_unit[u] / tally.rendered[u], u) for u in tally.rendered if tally.rendered[u]))
+    worst = ", ".join(f"{u} {100 * r:.0f}%" for r, u in rates[:3])
+    text = (f"at the acceptance measured in {loaded.output_location} (lowest: {worst}), every quota needs about "
+            f"{need} identities (identities.count {loaded.recipe.identities.count}, max_count {cap})")
+    return text + ("; raise identities.max_count" if need > cap else "")
