@@ -229,7 +229,7 @@ def _clear(store: ShardStore) -> None:
         store.retract(index)
     for rel in store.garbage():
         folder.remove(rel)
-    for rel in (layout.run_json, layout.fingerprint):
+    for rel in (layout.run_json, layout.fingerprint, layout.classes):
         folder.remove(rel)
     for entry in folder.list(layout.report_dir):  # a report of the old build would describe data that is gone
         if not entry.is_dir and layout.is_report_file(entry.name):
@@ -243,6 +243,12 @@ def _finalize(loaded, plan, store, fingerprint, shard_fingerprint, model_info, o
     parts = [(store.layout.part(s.index), committed[s.index]["files"][store.layout.part(s.index)]["sha256"])
              for s in plan.shards if s.index in committed]
     table = merge_parts(store.folder, parts, store.layout.manifest)
+    recipe = loaded.recipe
+    if recipe.targets.classes is not None:
+        from synthfer.classes import classes_record
+
+        store.folder.write(store.layout.classes, _json(classes_record(recipe.targets.class_list(),
+                                                                      recipe.targets.intensities)))
     result = BuildResult(
         out_dir=store.folder.location, planned_samples=plan.total_samples, planned_shards=len(plan.shards),
         built_shards=outcome.built, committed_shards=len(parts), rows=table.num_rows,

@@ -159,3 +159,16 @@ def class_targets(classes: list[ClassSpec], intensities: list[float]) -> list[tu
             stem = cls.name if len(cls.anchors) == 1 else f"{cls.name}-{k + 1}"
             out += [(f"{stem}-{round(s * 100):03d}", cls, angle, s) for s in intensities]
     return out
+
+
+def classes_record(classes: list[ClassSpec], intensities: list[float]) -> dict:
+    """classes.json of an output: id -> name, members (directions), anchors, AffectNet's index."""
+    known = table()["classes"]
+    out = []
+    for c in classes:
+        targets = [key for key, cls, _, _ in class_targets([c], intensities)]
+        out.append({"id": c.class_id, "name": c.name, "directions": list(c.directions),
+                    "anchors": [{"valence": v, "arousal": a} for v, a in c.anchors],
+                    "targets": ["neutral"] if c.is_neutral else targets,
+                    "affectnet_index": known[c.name]["affectnet_index"] if c.name in known else None})
+    return {"classes": out, "anchor_source": table()["sources"]["affectnet-val-means"]}

@@ -203,10 +203,10 @@ def _units_table(result) -> Table:
     t.add_column(word)
     for split in SPLITS:
         t.add_column(split, justify="right")
-    t.add_column("accepted / planned", justify="right")
+    t.add_column("passed filters / planned", justify="right")
     for share, unit, splits, accepted, planned in shown:
         t.add_row(unit, *(str(splits.get(split, {}).get("accepted", 0)) for split in SPLITS),
-                  f"{accepted}/{planned} ({100 * share:.0f}%)")
+                  f"{round(share * planned)}/{planned} ({100 * share:.0f}%)")
     if len(shown) < len(rows):
         rest = rows[len(shown):]
         t.add_row(f"... {len(rest)} more", "", "", "", f"each >= {100 * rest[0][0]:.0f}%")

@@ -113,7 +113,7 @@ def test_neutral_has_no_direction_and_is_left_out_of_direction_means(hand):
     named = [10, 20, 30, 40, 50]
     assert _cell(f, "measured", "overall", "named directions").direction_error_deg_mean == pytest.approx(np.mean(named))
     assert _cell(f, "measured", "overall", "all").direction_error_deg_mean == pytest.approx(np.mean(named + [5]))
-    assert _cell(f, "measured", "intensity", "0.00").n == 1  # neutral is intensity 0
+    assert _cell(f, "measured", "intensity", "0 (neutral)").n == 1  # neutral is intensity 0, a group of its own
     assert _cell(f, "measured", "direction", "points").direction_error_deg_mean == pytest.approx(5.0)
 
 
@@ -122,15 +122,15 @@ def test_band_wrapping_through_zero(hand):
     band = _cell(f, "measured", "band", "350-10")
     assert band.n == 4 and band.direction_error_deg_mean == pytest.approx(25.0)  # happy x3 + pleased
     outside = _cell(f, "measured", "band", "outside bands")
-    assert outside.n == 3  # glad, neutral, point; sad is skipped
+    assert outside.n == 2  # glad and the point; sad is skipped; neutral has no direction, so no band either
     assert outside.direction_error_deg_mean == pytest.approx((50 + 5) / 2)
     assert _cell(f, "accepted", "band", "350-10").n == 3
 
 
 def test_intensity_groups(hand):
     f = metrics_frame(load_run(hand))
-    assert _cell(f, "measured", "intensity", "1.00").direction_error_deg_mean == pytest.approx((10 + 20 + 40 + 50) / 4)
-    assert _cell(f, "measured", "intensity", "0.50").direction_error_deg_mean == pytest.approx(30.0)
+    assert _cell(f, "measured", "intensity", "1").direction_error_deg_mean == pytest.approx((10 + 20 + 40 + 50) / 4)
+    assert _cell(f, "measured", "intensity", "0.5").direction_error_deg_mean == pytest.approx(30.0)
 
 
 def test_direction_of():
@@ -230,3 +230,27 @@ def test_report_html_is_self_contained(protocol_report):
     for uri in re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", text)[:3]:
         import base64
         Image.open(io.BytesIO(base64.b64decode(uri))).verify()
+
+
+def test_fixes_a_check_of_the_numbers_found(tmp_path):
+    """NaN arousal is not measured; a raw point at intensity 0.004 is not the neutral row; a mean
+    over fewer rows than n says so; neutral is in no band group."""
+    h = ANGLE["happy"]
+    rows = [_row(0, "happy-100", h, 1.0, h + 10, 1.0), _row(1, "happy-100", h, 1.0, h + 30, 1.0),
+            _row(0, "neutral", None, 0.0, 45.0, 0.5),
+            _row(0, "va-p000-p000", 45.0, 0.004, 45.0 + 10, 0.004)]
+    rows[1]["pred_arousal"] = None                        # one value missing: not measured
+    origin = _row(2, "happy-100", h, 1.0, 0.0, 0.0)       # predicted at the origin: no direction
+    origin.update(pred_angle_deg=None, direction_error_deg=None)
+    run = load_run(_output(tmp_path / "fix", rows + [origin]))
+    assert run.frame.loc[run.frame["key"] == "0000001_happy-100", "measured"].item() is False
+    f = metrics_frame(run)
+    assert _cell(f, "measured", "intensity", "0 (neutral)").n == 1
+    assert _cell(f, "measured", "intensity", "0.004").n == 1
+    happy = _cell(f, "measured", "direction", "happy")
+    assert happy.n == 2 and happy.direction_error_deg_n == 1   # the origin's row has no direction
+    from synthfer.report.tables import sections
+    table = next(s for s in sections(f, []) if s.title == "Per direction: measured")
+    row = next(r for r in table.rows if r[0] == "happy")
+    assert row[3].endswith("(n=1)")
+    assert _cell(f, "measured", "band", "outside bands").n == 3   # two measured happy rows and the point, not neutral

@@ -40,6 +40,7 @@ class Layout:
 
     # ---------------------------------------------------------------- whole output
     manifest = "manifest.parquet"
+    classes = "classes.json"
     run_json = "run.json"
     fingerprint = "fingerprint.json"
     lock = ".lock"
@@ -61,7 +62,7 @@ class Layout:
 
     # Files `synthfer report` writes into report_dir (sheet-*.png besides these).
     report_files = ("metrics.csv", "metrics.md", "compare.csv", "compare.md", "report.html", "circumplex.png",
-                    "direction_error.png", "acceptance.png")
+                    "direction_error.png", "acceptance.png", "scores.png")
 
     def is_report_file(self, name: str) -> bool:
         return name in self.report_files or bool(re.fullmatch(r"sheet-[\w-]+\.png", name))

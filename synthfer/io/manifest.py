@@ -44,12 +44,19 @@ def part_bytes(rows: list[Row]) -> bytes:
     return table_bytes(rows_to_table(rows))
 
 
-def read_table(data: bytes, columns: list[str] | None = None) -> pa.Table:
+def read_table(data: bytes, columns: list[str] | None = None, fill_missing: bool = False) -> pa.Table:
     """Manifest (or part) rows from Parquet bytes, checked against the schema. One thread and no
     dataset API: pyarrow's dataset reader with an explicit schema can abort the interpreter at
-    exit ("terminate called without an active exception") when torch is not loaded."""
-    table = pq.ParquetFile(pa.BufferReader(data)).read(columns=columns, use_threads=False)
+    exit ("terminate called without an active exception") when torch is not loaded.
+    fill_missing: columns an older format lacks (class, class_id, score_flags) come back null,
+    for readers of older outputs (report)."""
+    file = pq.ParquetFile(pa.BufferReader(data))
     expected = SCHEMA if columns is None else pa.schema([SCHEMA.field(c) for c in columns])
+    present = set(file.schema_arrow.names)
+    missing = [f for f in expected if f.name not in present] if fill_missing else []
+    table = file.read(columns=[n for n in expected.names if n in present or not fill_missing], use_threads=False)
+    for f in missing:
+        table = table.append_column(f, pa.nulls(table.num_rows, f.type))
     if table.schema.remove_metadata().equals(expected):
         return table
     try:
@@ -72,8 +79,9 @@ def merge_parts(folder: OutputFolder, parts: list[tuple[str, str]], final: str) 
     return table
 
 
-def read_manifest(folder: OutputFolder, rel: str, columns: list[str] | None = None) -> pa.Table:
-    return read_table(folder.read_bytes(rel), columns)
+def read_manifest(folder: OutputFolder, rel: str, columns: list[str] | None = None,
+                  fill_missing: bool = False) -> pa.Table:
+    return read_table(folder.read_bytes(rel), columns, fill_missing)
 
 
 def merged_from(folder: OutputFolder, rel: str) -> list[tuple[str, str]] | None:

@@ -32,6 +32,8 @@ _PLOTS = (
      "Each sample's direction error (grey) and each named direction's mean ± SD; shaded: failure bands."),
     ("acceptance.png", "Acceptance per direction",
      "Share of planned samples accepted, rejected and skipped, over all intensities."),
+    ("scores.png", "Quality and identity similarity",
+     "Histograms over measured samples; dashed lines: the recipe's min_quality and min_identity_similarity."),
 )
 
 
@@ -48,7 +50,8 @@ def write_report(out_dir: str | Path | OutputFolder, compare: str | Path | Outpu
     other = load_run(compare) if compare is not None else None
     frame = tables.metrics_frame(run)
     reason_names = sorted(set(run.reason_values.tolist()))
-    sections = tables.sections(frame, reason_names, run.bands)
+    sections = [x for x in (tables.class_split_section(run), tables.angle_intensity_section(run)) if x] \
+        + tables.sections(frame, reason_names, run.bands)
     summary = _summary(run)
 
     files: dict[str, bytes] = {}
@@ -64,7 +67,8 @@ def write_report(out_dir: str | Path | OutputFolder, compare: str | Path | Outpu
                                         summary + _summary(other), compare_sections)
     pngs = {"circumplex.png": plots.circumplex_png(run),
             "direction_error.png": plots.direction_error_png(run, other),
-            "acceptance.png": plots.acceptance_png(run, other)}
+            "acceptance.png": plots.acceptance_png(run, other),
+            "scores.png": plots.scores_png(run)}
     files.update(pngs)
     sheet_pngs = []
     if sheets:

@@ -10,7 +10,6 @@ at most a few hundred targets but may have millions of rows.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,11 +30,10 @@ STATUSES = ("accepted", "rejected", "skipped")
 # the protocol report still answers "is the known weak region still weak?".
 PAPER_BAND = (242.0, 329.0)
 _ANGLE_TOLERANCE_DEG = 0.05
-_EMOTION_KEY = re.compile(r"^(?P<name>.+)-(?P<pct>\d{3})$")
 
 # Manifest columns the report reads; the rest (hashes, seeds, fingerprints) would only cost time.
 _COLUMNS = ["key", "shard", "identity", "split", "target", "target_angle_deg", "target_intensity",
-            "target_valence", "target_arousal", "status", "quality", "identity_similarity",
+            "target_valence", "target_arousal", "class", "status", "quality", "identity_similarity",
             "pred_valence", "pred_arousal", "pred_angle_deg", "width"] + list(metrics.ERROR_COLUMNS)
 
 
@@ -77,7 +75,7 @@ def load_run(out_dir: str | Path | OutputFolder) -> Run:
                 raise UsageError(f"{folder.location}: has no {layout.manifest} yet: the build did not finish; "
                                  f"run the same synthfer build again, then report")
             raise UsageError(f"{folder.location}: has no {layout.manifest}; is it a synthfer build output?")
-        table = read_manifest(folder, layout.manifest)
+        table = read_manifest(folder, layout.manifest, _COLUMNS + ["reject_reasons"], fill_missing=True)
     except (OSError, pa.ArrowException) as err:
         raise OutputError(f"{folder.display(layout.manifest)}: cannot read the manifest: "
                           f"{str(err).splitlines()[0]}") from None
@@ -96,8 +94,10 @@ def load_run(out_dir: str | Path | OutputFolder) -> Run:
                                                             frame["target_angle_deg"].to_numpy(np.float64))
     frame["valence_bias"] = frame["pred_valence"] - frame["target_valence"]
     frame["arousal_bias"] = frame["pred_arousal"] - frame["target_arousal"]
-    # "measured": generated and VA-predicted. Skipped rows never had an image.
-    frame["measured"] = (frame["status"] != "skipped").to_numpy() & frame["pred_valence"].notna().to_numpy()
+    # "measured": generated and VA-predicted (both values). Skipped rows never had an image.
+    frame["measured"] = ((frame["status"] != "skipped").to_numpy() & frame["pred_valence"].notna().to_numpy()
+                         & frame["pred_arousal"].notna().to_numpy())
+    frame["class"] = frame["class"].fillna("")
 
     reasons = table["reject_reasons"]
     rows = pc.list_parent_indices(reasons).to_numpy(zero_copy_only=False) if table.num_rows else np.empty(0, int)
@@ -135,25 +135,25 @@ def _bands(recipe: dict | None) -> list[BandSpec]:
 
 
 def direction_of(target: str, angle: float | None) -> str:
-    """The named direction a target belongs to: its key prefix, else its angle; raw points and
-    anything unnamed are "points", the unedited identity "neutral"."""
+    """The named direction a target belongs to: the one its key names or its angle is (within
+    0.05 deg); raw points, class anchors elsewhere and anything unnamed are "points", the
+    unedited identity "neutral"."""
     if target == NEUTRAL or angle is None or not np.isfinite(angle):
         return NEUTRAL
     if target.startswith("va-"):
         return POINTS
-    m = _EMOTION_KEY.match(target)
-    if m:
-        e = circumplex.find(m["name"])
-        if e is not None:
-            return e.name
     for e in circumplex.emotions():
         if circumplex.angular_difference(e.angle_deg, angle) <= _ANGLE_TOLERANCE_DEG:
             return e.name
     return POINTS
 
 
-def intensity_label(s: float) -> str:
-    return f"{s:.2f}" if np.isfinite(s) else "n/a"
+def intensity_label(s: float, target: str = "") -> str:
+    """The intensity group of a target: "0 (neutral)" for the unedited identity only, otherwise
+    the value to 4 decimals, so a raw point at 0.004 never joins the neutral row."""
+    if target == NEUTRAL:
+        return "0 (neutral)"
+    return f"{round(float(s), 4):g}" if np.isfinite(s) else "n/a"
 
 
 def _add_groups(frame: pd.DataFrame, bands: list[BandSpec]) -> None:
@@ -172,8 +172,11 @@ def _add_groups(frame: pd.DataFrame, bands: list[BandSpec]) -> None:
     cats = sorted((d for d in present if d in order), key=order.get) + [d for d in (POINTS, NEUTRAL) if d in present]
     frame["direction"] = pd.Categorical(frame["target"].map(direction), categories=cats, ordered=True)
     frame["direction_angle"] = frame["target"].map({t: angles.get(d, np.nan) for t, d in direction.items()})
-    labels = frame["target_intensity"].map(intensity_label)
-    levels = sorted(labels.unique(), key=lambda s: float("inf") if s == "n/a" else float(s))
+    per_target = {t: intensity_label(s, t) for t, s in
+                  frame[["target", "target_intensity"]].drop_duplicates("target").itertuples(index=False)}
+    labels = frame["target"].map(per_target)
+    levels = sorted(labels.unique(), key=lambda s: -1.0 if s.endswith("(neutral)") else
+                    float("inf") if s == "n/a" else float(s))
     frame["intensity"] = pd.Categorical(labels, categories=levels, ordered=True)
     for i in range(len(bands)):
         frame[f"in_band_{i}"] = frame["target"].map(in_band[i]).fillna(False).astype(bool)

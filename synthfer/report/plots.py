@@ -174,3 +174,31 @@ def acceptance_png(run: Run, other: Run | None = None) -> bytes:
         ax.legend(loc="upper center", ncol=4, fontsize=7, frameon=False)
         fig.tight_layout()
         return _png(fig)
+
+
+def scores_png(run: Run) -> bytes:
+    """Quality and identity-similarity histograms (accepted / rejected stacked), threshold lines."""
+    f = run.frame[run.frame["status"] != "skipped"]
+    filters = ((run.recipe or {}).get("filters") or {})
+    with matplotlib.style.context("default"):
+        fig = Figure(figsize=(11, 3.8))
+        for k, (column, label, limit) in enumerate((("quality", "quality", filters.get("min_quality")),
+                                                     ("identity_similarity", "identity similarity (cosine)",
+                                                      filters.get("min_identity_similarity")))):
+            ax = fig.add_subplot(1, 2, k + 1)
+            values = f[column].dropna()
+            if len(values):
+                bins = np.histogram_bin_edges(values.to_numpy(), bins=40)
+                parts = [f.loc[(f["status"] == s) & f[column].notna(), column].to_numpy()
+                         for s in ("accepted", "rejected")]
+                ax.hist(parts, bins=bins, stacked=True, color=[_ACCEPTED, _REJECTED], label=["accepted", "rejected"])
+                if limit is not None:
+                    ax.axvline(limit, color="k", ls="--", lw=1, label=f"threshold {limit:g}")
+                ax.legend(fontsize=7)
+            else:
+                ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes, color="0.4")
+            ax.set_xlabel(label)
+            ax.set_ylabel("samples")
+        fig.suptitle(f"{run.name}: quality and identity similarity", fontsize=10)
+        fig.tight_layout()
+        return _png(fig)

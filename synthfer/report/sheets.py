@@ -64,8 +64,8 @@ def _caption(row) -> str:
     return " ".join(short_label(r) for r in reasons) or row.status
 
 
-def _sheet(columns: list[str], identities: list[int], cells: dict, images: dict, title: str,
-           tile: int) -> Image.Image:
+def _sheet(columns: list[str], identities: list, cells: dict, images: dict, title: str,
+           tile: int, row_label=lambda identity: f"identity {identity}") -> Image.Image:
     font, small = _font(11), _font(9)
     cell = tile + 2 * _FRAME
     left, head, legend = 96, 90, 22
@@ -82,7 +82,7 @@ def _sheet(columns: list[str], identities: list[int], cells: dict, images: dict,
         sheet.paste(Image.merge("RGB", [label] * 3), (left + j * (cell + 2) + cell // 2 - 6, 24))
     for i, identity in enumerate(identities):
         y = 24 + head + i * (cell + _CAPTION + 4)
-        draw.text((6, y + cell // 2 - 12), f"identity {identity}", fill="black", font=small)
+        draw.text((6, y + cell // 2 - 12), row_label(identity), fill="black", font=small)
         for j, target in enumerate(columns):
             x = left + j * (cell + 2)
             row = cells.get((identity, target))
@@ -111,17 +111,21 @@ def contact_sheets(run: Run, identities: int = IDENTITIES) -> list[tuple[str, Im
     f = run.frame
     if f.empty:
         return []
-    chosen = sorted(f["identity"].unique())[:identities]
-    rows = f[f["identity"].isin(chosen)]
+    chosen = _spread(f, identities)
+    worst = _worst_accepted(f)
+    picked = f["identity"].isin(chosen).to_numpy() | f.index.isin(worst.index)
+    rows = f[picked]
     reasons = pd.Series([[] for _ in range(len(rows))], index=rows.index, dtype=object)
     # reasons of the chosen rows only, from the flat (row, reason) pairs
-    pos = np.flatnonzero(f["identity"].isin(chosen).to_numpy())
+    pos = np.flatnonzero(picked)
     lookup = {p: i for i, p in enumerate(pos)}
     sel = np.isin(run.reason_rows, pos)
     for r, value in zip(run.reason_rows[sel].tolist(), run.reason_values[sel].tolist()):
         reasons.iloc[lookup[r]].append(value)
     rows = rows.assign(reject_reasons=reasons)
     images = _read_images(run.folder, rows[rows["status"] != "skipped"], TILE)
+    worst_rows = rows.loc[rows.index.isin(worst.index)]
+    rows = rows[rows["identity"].isin(chosen)]
     # tiles as large as the images, up to TILE: small (demo) images are not framed in wide margins
     tile = max((max(im.size) for im in images.values()), default=TILE)
     cells = {(r.identity, r.target): r for r in rows.itertuples(index=False)}
@@ -133,12 +137,53 @@ def contact_sheets(run: Run, identities: int = IDENTITIES) -> list[tuple[str, Im
         targets = [t for t in order if t in set(named.loc[named["intensity"] == level, "target"])]
         if targets:
             title = f"{run.name}: identities x targets at intensity {level}"
-            sheets.append((f"sheet-{level.replace('.', '')}", _sheet(neutral + targets, chosen, cells, images, title,
-                                                                     tile)))
+            sheets.append((f"sheet-{round(float(level) * 100):03d}", _sheet(neutral + targets, chosen, cells,
+                                                                              images, title, tile)))
     points = [t for t in order if t in set(rows.loc[rows["direction"] == POINTS, "target"])]
     if points:
         sheets.append(("sheet-points", _sheet(neutral + points, chosen, cells, images,
                                               f"{run.name}: identities x raw valence/arousal points", tile)))
     if not sheets and neutral:
         sheets.append(("sheet-neutral", _sheet(neutral, chosen, cells, images, f"{run.name}: neutral", tile)))
+    if len(worst_rows):
+        sheets.append(_worst_sheet(run, worst_rows, images, tile))
     return sheets
+
+
+WORST = 6   # accepted examples per class on the "worst accepted" sheet
+
+
+def _spread(f: pd.DataFrame, n: int) -> list[int]:
+    """Up to n identities taken in turn from each split, so every split is looked at."""
+    by_split = [sorted(f.loc[f["split"] == s, "identity"].unique()) for s in ("train", "val", "test")]
+    out = []
+    for k in range(n):
+        for ids in by_split:
+            if k < len(ids) and len(out) < n:
+                out.append(int(ids[k]))
+    return sorted(out)
+
+
+def _worst_accepted(f: pd.DataFrame) -> pd.DataFrame:
+    """Per class (per direction without classes) the accepted samples furthest from their label:
+    largest direction error, else lowest quality."""
+    accepted = f[f["status"] == "accepted"]
+    if accepted.empty:
+        return accepted
+    group = accepted["class"].where(accepted["class"] != "", accepted["direction"].astype(str))
+    score = accepted["direction_error_deg"].fillna(-accepted["quality"].fillna(0.0))
+    ranked = accepted.assign(_group=group, _score=score).sort_values(["_group", "_score", "key"],
+                                                                       ascending=[True, False, True])
+    return ranked.groupby("_group", sort=False).head(WORST)
+
+
+def _worst_sheet(run: Run, rows: pd.DataFrame, images: dict, tile: int) -> tuple[str, Image.Image]:
+    rows = _worst_accepted(rows)
+    groups = list(pd.unique(rows["_group"]))
+    cells = {}
+    for g, part in rows.groupby("_group", sort=False):
+        for rank, r in enumerate(part.itertuples(index=False), start=1):
+            cells[(g, str(rank))] = r
+    columns = [str(k) for k in range(1, WORST + 1)]
+    title = f"{run.name}: worst accepted examples per class (largest direction error first)"
+    return "sheet-worst", _sheet(columns, groups, cells, images, title, tile, row_label=str)

@@ -28,7 +28,7 @@ assert tuple(c for c, _, _ in PAPER_COLUMNS) == metrics.ERROR_COLUMNS
 # Signed means (bias) and the other scores: in metrics.csv, and the direction bias in the tables.
 EXTRA_COLUMNS = ("direction_bias_deg", "valence_bias", "arousal_bias", "quality", "identity_similarity")
 VALUE_COLUMNS = metrics.ERROR_COLUMNS + EXTRA_COLUMNS
-GROUPINGS = ("direction", "intensity", "band", "overall")
+GROUPINGS = ("class", "direction", "intensity", "band", "overall")
 SUBSETS = ("measured", "accepted")
 OUTSIDE_BANDS, ALL, NAMED = "outside bands", "all", "named directions"
 
@@ -37,12 +37,16 @@ def _layers(run: Run, grouping: str) -> list[pd.Series]:
     """Label series over all rows (NaN = row not in any group of this layer). A row belongs to one
     group per layer; bands may overlap, so each band is a layer of its own."""
     f = run.frame
+    if grouping == "class":  # only when the build has classes
+        return [f["class"].where(f["class"] != "")] if (f["class"] != "").any() else []
     if grouping in ("direction", "intensity"):
         return [f[grouping]]
     if grouping == "band":
         inside = [f[f"in_band_{i}"].to_numpy() for i in range(len(run.bands))]
         layers = [pd.Series(np.where(m, b.label, None), index=f.index) for m, b in zip(inside, run.bands)]
-        outside = ~np.logical_or.reduce(inside) if inside else np.ones(len(f), bool)
+        # rows with a direction only: neutral (and anything at the origin) is in no band, nor outside one
+        directed = f["target_angle_deg"].notna().to_numpy()
+        outside = (~np.logical_or.reduce(inside) if inside else np.ones(len(f), bool)) & directed
         return layers + [pd.Series(np.where(outside, OUTSIDE_BANDS, None), index=f.index)]
     if grouping == "overall":
         named = ~f["direction"].isin([POINTS, NEUTRAL]).to_numpy()
@@ -78,8 +82,10 @@ def metrics_frame(run: Run) -> pd.DataFrame:
                 block = pd.DataFrame(index=pd.Index(groups, name="group"))
                 block["n"] = g.size().reindex(groups, fill_value=0).astype(np.int64)
                 mean, sd = g.mean().reindex(groups), g.std(ddof=0).reindex(groups)
+                count = g.count().reindex(groups, fill_value=0)
                 for col in VALUE_COLUMNS:
                     block[f"{col}_mean"], block[f"{col}_sd"] = mean[col], sd[col]
+                    block[f"{col}_n"] = count[col].astype(np.int64)  # the rows a mean is over
                 planned = status.sum(axis=1)
                 for s in STATUSES:
                     block[s] = status[s]
@@ -151,8 +157,8 @@ def _pct(x: float) -> str:
     return "–" if x is None or not np.isfinite(x) else f"{100 * x:.1f}%"
 
 
-_TITLES = {"direction": "Per direction", "intensity": "Per intensity", "band": "Per failure band",
-           "overall": "Overall"}
+_TITLES = {"class": "Per class", "direction": "Per direction", "intensity": "Per intensity",
+           "band": "Per failure band", "overall": "Overall"}
 _SUBSET_TEXT = {"measured": "all measured samples (generated and VA-predicted; skipped rows excluded)",
                 "accepted": "accepted samples only (what the training shards hold)"}
 
@@ -190,7 +196,7 @@ def sections(frame: pd.DataFrame, reason_names: list[str], bands=()) -> list[Sec
         for subset, part in _parts(frame, grouping):
             header = _label_header(grouping) + ["n"] + [h for _, h, _ in PAPER_COLUMNS] + ["dir bias (deg)"]
             rows = [_label_cells(r) + [str(int(r["n"]))]
-                    + [mean_sd(r[f"{c}_mean"], r[f"{c}_sd"], d) for c, _, d in PAPER_COLUMNS]
+                    + [mean_sd(r[f"{c}_mean"], r[f"{c}_sd"], d) + _over(r, c) for c, _, d in PAPER_COLUMNS]
                     + [_num(r["direction_bias_deg_mean"], 1, signed=True)] for _, r in part.iterrows()]
             out.append(Section(f"{_TITLES[grouping]}: {subset}", header, rows,
                                f"Mean ± SD over {_SUBSET_TEXT[subset]}. Direction error is not defined at "
@@ -206,6 +212,55 @@ def sections(frame: pd.DataFrame, reason_names: list[str], bands=()) -> list[Sec
                            "All planned rows. A rejected row lists every failing reason, so reasons can add "
                            "up to more than the rejected count."))
     return out
+
+
+def _over(row, column: str) -> str:
+    """" (n=k)" when a mean is over fewer rows than the group's n (e.g. no direction at the origin)."""
+    k = int(row[f"{column}_n"])
+    return f" (n={k})" if k != int(row["n"]) and np.isfinite(row[f"{column}_mean"]) else ""
+
+
+def class_split_section(run: Run) -> Section | None:
+    """Accepted (and surplus) per class (per target without classes) and split: the training set's
+    balance at a glance."""
+    f = run.frame
+    if f.empty:
+        return None
+    unit = f["class"].where(f["class"] != "", f["target"])
+    word = "class" if (f["class"] != "").any() else "target"
+    splits = [s for s in ("train", "val", "test") if (f["split"] == s).any()]
+    accepted = pd.crosstab(unit[f["status"] == "accepted"], f.loc[f["status"] == "accepted", "split"])
+    surplus = (f["status"] == "surplus").groupby(unit).sum()
+    planned = unit.value_counts()
+    rows = []
+    for u in pd.unique(unit):
+        cells = [str(int(accepted.loc[u, s])) if u in accepted.index and s in accepted.columns else "0" for s in splits]
+        rows.append([str(u)] + cells + [str(int(surplus.get(u, 0))), str(int(planned[u]))])
+    return Section(f"Accepted per {word} and split", [word] + splits + ["surplus", "planned"], rows,
+                   "Accepted samples are the training set; surplus ones passed the filters but are over the "
+                   "quota and stay out of the shards.")
+
+
+def angle_intensity_section(run: Run) -> Section | None:
+    """The paper's cells: direction error (mean ± SD over measured samples) per named direction
+    (rows, by angle) and intensity (columns)."""
+    f = run.frame
+    m = f[f["measured"] & ~f["direction"].isin([NEUTRAL, POINTS]) & f["direction_error_deg"].notna()]
+    if m.empty:
+        return None
+    g = m.groupby(["direction", "intensity"], observed=True)["direction_error_deg"]
+    mean, sd, n = g.mean(), g.std(ddof=0), g.size()
+    levels = [lv for lv in m["intensity"].cat.categories if (m["intensity"] == lv).any()]
+    rows = []
+    for d in [c for c in m["direction"].cat.categories if (m["direction"] == c).any()]:
+        e = circumplex.find(str(d))
+        cells = [f"{mean[(d, lv)]:.1f} ± {sd[(d, lv)]:.1f} ({n[(d, lv)]})" if (d, lv) in mean.index else "–"
+                 for lv in levels]
+        rows.append([str(d), _num(e.angle_deg if e else np.nan, 1)] + cells)
+    return Section("Direction error per direction and intensity", ["direction", "angle"]
+                   + [f"intensity {lv}" for lv in levels], rows,
+                   "Mean ± SD (n) of the direction error in degrees over measured samples, as the paper's "
+                   "angle x intensity cells.")
 
 
 def _reasons(row, reason_names: list[str]) -> str:
