@@ -22,8 +22,8 @@ ISSUES_URL = "https://github.com/synthfer/synthfer/issues"
 app = typer.Typer(
     help="Build synthetic facial-expression datasets (StyleGAN2 + EmoStyle) from a YAML recipe.",
     epilog="Exit codes: 0 ok, 1 build failed, 2 bad usage/recipe/model file (nothing written), 3 some shards "
-           "failed, 70 internal error (please report), 75 output locked by another build, 130 / 143 interrupted "
-           "by SIGINT / SIGTERM.",
+           "failed, 4 a quota not met within identities.max_count, 5 warnings with --strict, 70 internal error "
+           "(please report), 75 output locked by another build, 130 / 143 interrupted by SIGINT / SIGTERM.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -79,8 +79,8 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """Build synthetic facial-expression datasets (StyleGAN2 + EmoStyle) from a YAML recipe.
 
     Exit codes: 0 ok, 1 build failed, 2 bad usage/recipe/model file (nothing written),
-    3 some shards failed, 70 internal error (please report), 75 output locked by another build,
-    130 / 143 interrupted by SIGINT / SIGTERM.
+    3 some shards failed, 4 quota not met, 5 warnings with --strict, 70 internal error (please
+    report), 75 output locked by another build, 130 / 143 interrupted by SIGINT / SIGTERM.
     """
     global _debug
     _debug = debug
