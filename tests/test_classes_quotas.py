@@ -158,6 +158,11 @@ def test_a_quota_build_is_the_same_on_every_executor_and_after_kills(tmp_path, r
     devices = _child("build", recipe, "-q", "--output", tmp_path / "procs", "--set", "execution.devices=[cpu, cpu]")
     assert devices.returncode == 0, devices.stderr
     assert _data(tmp_path / "procs") == expected
+    pytest.importorskip("ray")
+    ray = _child("build", recipe, "-q", "--output", tmp_path / "ray", "--set", "execution.executor=ray",
+                 "--set", "execution.ray.workers=2")
+    assert ray.returncode == 0, ray.stderr
+    assert _data(tmp_path / "ray") == expected
 
 
 def test_a_quota_out_of_reach_ends_with_exit_4_naming_the_short_classes(cli, write_recipe, tmp_path):
