@@ -17,11 +17,12 @@ from typing import Literal, Protocol
 from synthfer import signals, summary
 from synthfer.errors import ModelFileError, OutputError, QuotaNotMetError, ShardsFailedError, UsageError
 from synthfer.executors import core, distributed, make_backend
-from synthfer.io.layout import CURRENT
+from synthfer.io.layout import CURRENT, layout_of
 from synthfer.io.lock import output_lock
 from synthfer.io.manifest import merge_parts
 from synthfer.io.shards import ShardStore, is_output
-from synthfer.models.load import build_device, load_models
+from synthfer.card import card
+from synthfer.models.load import build_device, licence_notes, load_models
 from synthfer.plan import Plan, Shard
 from synthfer.progress import Quiet
 from synthfer.quota import short_text
@@ -57,6 +58,7 @@ class BuildResult:
     complete: bool
     failed: dict = field(default_factory=dict)      # shard -> last error, after retries
     shard_fingerprint: str = ""                     # in markers and the manifest's rows
+    fingerprint: str = ""                           # the whole build's (fingerprint.json, run.json)
     by_status: dict = field(default_factory=dict)
     by_split: dict = field(default_factory=dict)
     by_target: dict = field(default_factory=dict)   # target -> {status: n}
@@ -84,8 +86,13 @@ def build(loaded: LoadedRecipe, shards: str | None = None, reporter: Reporter | 
     except ValueError as err:
         raise UsageError(f"--shards: {err}") from None
     folder = loaded.output_folder()
-    layout = CURRENT
+    if folder.is_local:
+        _check_local_path(folder)
+    layout = layout_of(folder)
     _check_output(folder, layout)
+    if layout is not CURRENT and mode != "overwrite":
+        raise UsageError(f"{folder.location}: a format-{layout.version} output (synthfer 0.1); this synthfer writes "
+                         f"format {CURRENT.version}: rebuild it with --mode overwrite, or build into a new folder")
     # Models before anything is written: a bad model file leaves no trace. Builds whose shards are
     # built elsewhere read the weights on the CPU only to fingerprint them.
     device_type = _device_type(loaded)
@@ -93,7 +100,7 @@ def build(loaded: LoadedRecipe, shards: str | None = None, reporter: Reporter | 
     hashes, model_info = models.identities, summary.models_info(loaded, models)
     inputs, fingerprint = loaded.fingerprint_inputs(hashes, device_type), loaded.fingerprint(hashes, device_type)
     shard_fingerprint = loaded.shard_fingerprint(hashes, device_type)
-    store = ShardStore(folder, layout)
+    store = ShardStore(folder, CURRENT)
     worker = None if distributed(recipe) else Worker(recipe, plan, models, shard_fingerprint, store)
     del models
 
@@ -101,6 +108,11 @@ def build(loaded: LoadedRecipe, shards: str | None = None, reporter: Reporter | 
         folder.ensure()
     with output_lock(folder, layout, recipe.output.lock) as lock, signals.handled():
         with _storage(folder, "cannot write"):
+            if layout is not CURRENT:   # --mode overwrite of an older format: its files go first
+                reporter.note(f"--mode overwrite: removing the format-{layout.version} build in {folder.location}")
+                _clear(ShardStore(folder, layout))
+                folder.remove_temporaries(layout.data_dirs)
+                layout = CURRENT
             _reconcile(store, inputs, fingerprint, mode, reporter)
             folder.remove_temporaries(layout.data_dirs)
             for rel in store.garbage():
@@ -229,13 +241,23 @@ def _clear(store: ShardStore) -> None:
         store.retract(index)
     for rel in store.garbage():
         folder.remove(rel)
-    for rel in (layout.run_json, layout.fingerprint, layout.classes):
+    for rel in (layout.run_json, layout.fingerprint, layout.classes, layout.croissant):
         folder.remove(rel)
+    if _is_our_card(folder, layout):
+        folder.remove(layout.card)
     for entry in folder.list(layout.report_dir):  # a report of the old build would describe data that is gone
         if not entry.is_dir and layout.is_report_file(entry.name):
             folder.remove(f"{layout.report_dir}/{entry.name}")
-    for rel in (layout.report_dir, *layout.shard_dirs):
+    for rel in (layout.report_dir, *layout.shard_dirs, "_synthfer"):
         folder.remove_empty_dir(rel)
+
+
+def _is_our_card(folder, layout) -> bool:
+    """The output's README.md is removed with the build only when synthfer wrote it."""
+    try:
+        return b"\nsynthfer:\n" in folder.read_bytes(layout.card)[:20000]
+    except OSError:
+        return False
 
 
 def _finalize(loaded, plan, store, fingerprint, shard_fingerprint, model_info, outcome, t0, built_s) -> BuildResult:
@@ -254,12 +276,14 @@ def _finalize(loaded, plan, store, fingerprint, shard_fingerprint, model_info, o
         built_shards=outcome.built, committed_shards=len(parts), rows=table.num_rows,
         wall_s=time.perf_counter() - t0, images_per_s=outcome.rendered / built_s if built_s > 0 else 0.0,
         complete=len(parts) == len(plan.shards) and not outcome.short, failed=dict(outcome.failed),
-        shard_fingerprint=shard_fingerprint, rounds=outcome.rounds, short=dict(outcome.short),
+        shard_fingerprint=shard_fingerprint, fingerprint=fingerprint, rounds=outcome.rounds, short=dict(outcome.short),
         partial=outcome.partial, identities=plan.next_identity,
         unit="class" if loaded.recipe.targets.classes is not None else "target", **summary.counts(table, loaded.recipe),
     )
     if len(parts) == len(plan.shards):
         result.warnings = summary.warnings(result, loaded.recipe)
+    present = sorted({s.split for s in plan.shards if s.index in committed})
+    store.folder.write(store.layout.card, card(loaded, result, model_info, licence_notes(loaded), store.layout, present))
     store.folder.write(store.layout.run_json, _json(summary.run_info(loaded, fingerprint, model_info, result)))
     return result
 
@@ -267,8 +291,6 @@ def _finalize(loaded, plan, store, fingerprint, shard_fingerprint, model_info, o
 def _check_output(folder, layout) -> None:
     """The output is new, empty, or synthfer's own (by its signature, not by file names);
     anything else is refused in every mode, so no build ever writes into or clears a user's folder."""
-    if folder.is_local:
-        _check_local_path(folder)
     names = [e.name for e in folder.list("") if not (e.name == layout.lock or layout.lease_generation(e.name) is not None
                                                        or layout.is_temporary(e.name))]
     if names and not is_output(folder, layout):

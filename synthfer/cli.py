@@ -181,14 +181,15 @@ def verify(out_dir: str = typer.Argument(..., metavar="OUT_DIR", help="A build's
     """Re-hash shards against their markers and the manifest; exit 1 listing any problem."""
     def body():
         from synthfer.errors import LockedError
-        from synthfer.io.layout import CURRENT
+        from synthfer.io.layout import layout_of
         from synthfer.io.lock import output_lock
         from synthfer.io.verify import verify as run_verify
 
         folder = _open_output(out_dir)
+        layout = layout_of(folder)
         try:
-            with output_lock(folder, CURRENT, shared=True):  # a running build would make its state look wrong
-                problems, counts = run_verify(folder)
+            with output_lock(folder, layout, shared=True):  # a running build would make its state look wrong
+                problems, counts = run_verify(folder, layout)
         except LockedError as err:
             raise LockedError(f"{folder.location}: a build is running ({err.holder}), so nothing was checked; "
                               f"verify when it has finished") from None
@@ -198,6 +199,25 @@ def verify(out_dir: str = typer.Argument(..., metavar="OUT_DIR", help="A build's
         out.print(f"{status}: {out_dir}: {counts['valid_shards']}/{counts['shards']} shards valid, "
                   f"{counts['manifest_rows']} manifest rows, {len(problems)} problems")
         return 1 if problems else 0
+    _guard(body)
+
+
+@app.command()
+def export(
+    out_dir: str = typer.Argument(..., metavar="OUT_DIR", help="A build's output folder (path or URL)."),
+    dest: Path = typer.Argument(..., metavar="DEST", help="Where to write the export (an empty or new folder)."),
+    fmt: str = typer.Option(..., "--format", metavar="FORMAT",
+                            help="imagefolder (split/class/KEY.ext) or affectnet-csv (images + AffectNet CSVs)."),
+    force: bool = typer.Option(False, "--force", help="Replace an earlier synthfer export in DEST."),
+):
+    """Copy the accepted images into a layout other codebases read: torchvision's ImageFolder, or
+    AffectNet's training CSVs. Streams shard by shard; every image is checked against the manifest."""
+    def body():
+        from synthfer.export import export as run_export
+
+        done = run_export(out_dir, fmt, dest, force)
+        splits = ", ".join(f"{s} {n}" for s, n in sorted(done.by_split.items()))
+        out.print(f"exported {done.images} images ({splits}) as {fmt} to {dest}")
     _guard(body)
 
 

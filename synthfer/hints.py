@@ -5,7 +5,7 @@ Warnings, never errors: the recipe is valid, it may just not do what its author 
 from __future__ import annotations
 
 from synthfer import quota
-from synthfer.io.layout import CURRENT
+from synthfer.io.layout import layout_of
 from synthfer.io.manifest import read_manifest
 from synthfer.io.shards import is_output
 from synthfer.plan import Plan
@@ -16,9 +16,10 @@ def measured(loaded: LoadedRecipe, columns: list[str]):
     """The existing output's manifest (these columns), or None when there is no built output."""
     try:
         folder = loaded.output_folder()
-        if not folder.exists(CURRENT.manifest) or not is_output(folder, CURRENT):
+        layout = layout_of(folder)
+        if not folder.exists(layout.manifest) or not is_output(folder, layout):
             return None
-        return read_manifest(folder, CURRENT.manifest, columns=columns)
+        return read_manifest(folder, layout.manifest, columns=columns, fill_missing=True)
     except (OSError, ValueError):
         return None
 

@@ -51,3 +51,22 @@ def s3_endpoint():
 
     with moto_s3() as endpoint:
         yield endpoint
+
+
+def dataset_files(out: Path, manifest: bool = True) -> dict[str, bytes]:
+    """Every file a build's result consists of (shard tars, parts and markers, the manifest),
+    relative name -> bytes: what two builds of one recipe must share byte for byte."""
+    files = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
+             if p.is_file() and str(p.relative_to(out)).startswith(("data/", "rejected/", "_synthfer/parts/"))}
+    if manifest:
+        files["manifest.parquet"] = (out / "manifest.parquet").read_bytes()
+    return files
+
+
+def shard_tar(out: Path, index: int) -> Path:
+    """The accepted-samples tar of shard `index` (format 2 names it by split: data/{split}-NNNNNN.tar)."""
+    (found,) = sorted((out / "data").glob(f"*-{index:06d}.tar"))
+    return found
+
+
+PARTS = Path("_synthfer") / "parts"

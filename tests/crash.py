@@ -94,7 +94,7 @@ def cli(args: list[str], kill: tuple[str, str, int] | None = None, cwd: Path | N
 
 def dataset(out: Path) -> dict[str, bytes]:
     files = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
-             if p.is_file() and p.parent.name in ("shards", "parts")}
+             if p.is_file() and str(p.relative_to(out)).startswith(("data/", "rejected/", "_synthfer/parts/"))}
     if (out / "manifest.parquet").exists():
         files["manifest.parquet"] = (out / "manifest.parquet").read_bytes()
     return files
@@ -142,7 +142,7 @@ def prepare(scenario: str, work: Path) -> tuple[Path, Path]:
         done = cli(["build", str(recipe), "-q", "--output", str(out), *args])
         assert done.returncode == 0, done.stderr
     if scenario == "resume":   # a damaged shard: resume must retract and rebuild it
-        tar = out / "shards" / "shard-000001.tar"
+        tar = out / "data" / "val-000001.tar"
         data = bytearray(tar.read_bytes())
         data[700] ^= 0xFF
         tar.write_bytes(bytes(data))

@@ -13,14 +13,13 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
-from tests.conftest import SMALL
+from tests.conftest import PARTS, SMALL, dataset_files, shard_tar
 
 MEMBERS_PER_SAMPLE = 2
 
 
 def _files(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.parent.name in ("shards", "parts")}
+    return dataset_files(folder, manifest=False)
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +38,9 @@ def test_outputs_present(demo_like):
     out, result = demo_like
     assert result.complete and result.rows == result.planned_samples == 50
     names = sorted(p.name for p in out.iterdir())
-    assert names == [".lock", "fingerprint.json", "manifest.parquet", "parts", "run.json", "shards"]
-    assert len(list((out / "shards").glob("*.tar"))) == 5
-    assert len(list((out / "parts").glob("*.done.json"))) == 5
+    assert names == [".lock", "README.md", "_synthfer", "data", "manifest.parquet", "run.json"]
+    assert len(list((out / "data").glob("*.tar"))) == 5
+    assert len(list((out / PARTS).glob("*.done.json"))) == 5
     assert not [p for p in out.rglob("*.tmp-*")]  # no temporaries left
 
 
@@ -58,7 +57,7 @@ def test_manifest_rows_and_members_agree(demo_like):
     for row in table:
         by_shard.setdefault(row["shard"], []).append(row)
     for shard, rows in by_shard.items():
-        with tarfile.open(out / "shards" / f"shard-{shard:06d}.tar") as tar:
+        with tarfile.open(shard_tar(out, shard)) as tar:
             members = tar.getmembers()
             names = [m.name for m in members]
             assert all(m.mtime == 0 and m.uid == 0 and m.gid == 0 and m.mode == 0o644 for m in members)
@@ -69,13 +68,14 @@ def test_manifest_rows_and_members_agree(demo_like):
                     img.load()
                     assert img.mode == "RGB" and img.size == (32, 32) == (row["width"], row["height"])
                     label = json.loads(tar.extractfile(f"{row['key']}.json").read())
-                    assert label["key"] == row["key"] and label["valence"] == pytest.approx(row["target_valence"])
+                    assert label["key"] == row["key"] and label["target_valence"] == row["target_valence"]
+                    assert label["quality"] == -1.0 and label["pred_valence"] == -2.0   # sentinels: not measured
             assert len(names) == MEMBERS_PER_SAMPLE * sum(r["status"] == "accepted" for r in rows)
 
 
 def test_webdataset_reads_the_shards(demo_like):
     out, _ = demo_like
-    urls = [str(p) for p in sorted((out / "shards").glob("*.tar"))]
+    urls = [str(p) for p in sorted((out / "data").glob("*.tar"))]
     samples = list(wds.WebDataset(urls, shardshuffle=False).decode("rgb"))
     assert len(samples) == 50
     first = samples[0]
@@ -85,7 +85,7 @@ def test_webdataset_reads_the_shards(demo_like):
 
 def test_images_differ_between_targets_and_identities(demo_like):
     out, _ = demo_like
-    with tarfile.open(out / "shards" / "shard-000000.tar") as tar:
+    with tarfile.open(shard_tar(out, 0)) as tar:
         a = np.asarray(Image.open(tar.extractfile("0000000_neutral.png")))
         b = np.asarray(Image.open(tar.extractfile("0000000_happy-100.png")))
         c = np.asarray(Image.open(tar.extractfile("0000001_neutral.png")))
@@ -109,7 +109,7 @@ def test_two_builds_are_byte_identical_and_partial_builds_too(cli, write_recipe,
     assert again.exit_code == 0, again.output
     first = cli("build", recipe, "--output", tmp_path / "c", "--shards", "2,1", "--quiet")
     assert first.exit_code == 0, first.output
-    assert sorted(p.name for p in (tmp_path / "c" / "shards").iterdir()) == ["shard-000001.tar", "shard-000002.tar"]
+    assert sorted(p.name[-10:] for p in (tmp_path / "c" / "data").iterdir()) == ["000001.tar", "000002.tar"]
     assert json.loads((tmp_path / "c" / "run.json").read_text())["counts"]["complete"] is False
     rest = cli("build", recipe, "--output", tmp_path / "c", "--quiet")
     assert rest.exit_code == 0, rest.output

@@ -17,7 +17,7 @@ import pytest
 from synthfer import classes
 from synthfer.plan import Plan
 from synthfer.recipe import Recipe
-from tests.conftest import REPO
+from tests.conftest import REPO, dataset_files
 
 # 3 classes x 1 intensity (+ neutral): 3 targets; quota 10 = 8 train, 1 val, 1 test.
 QUOTA = """\
@@ -33,10 +33,8 @@ execution: {device: cpu, batch_size: 8}
 
 
 def _data(out: Path) -> dict[str, bytes]:
-    files = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
-             if p.is_file() and p.parent.name in ("shards", "parts")}
-    for name in ("manifest.parquet", "classes.json"):
-        files[name] = (out / name).read_bytes()
+    files = dataset_files(out)
+    files["classes.json"] = (out / "classes.json").read_bytes()
     return files
 
 
@@ -119,7 +117,7 @@ def test_classes_reach_the_manifest_labels_and_classes_json(reference):
     assert "AffectNet" in record["anchor_source"]
     import tarfile
     labels = []
-    for path in sorted((out / "shards").glob("*.tar")):
+    for path in sorted((out / "data").glob("*.tar")):
         with tarfile.open(path) as tar:
             labels += [json.loads(tar.extractfile(m).read()) for m in tar if m.name.endswith(".json")]
     assert labels

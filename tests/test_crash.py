@@ -29,7 +29,7 @@ def test_overwrite_killed_after_the_clear_leaves_no_manifest_of_deleted_shards(t
     killed = crash.cli(["build", str(recipe), "-q", "--output", str(out), "--mode", "overwrite"],
                        kill=("synthfer.build:_clear", "after", 1))
     assert killed.returncode == -9
-    assert not (out / "manifest.parquet").exists() and not list((out / "parts").glob("*.done.json"))
+    assert not (out / "manifest.parquet").exists() and not list((out / "_synthfer" / "parts").glob("*.done.json"))
     assert crash.violations(out) == []
 
 

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from synthfer.io.verify import verify
-from tests.conftest import REPO, SMALL
+from tests.conftest import PARTS, REPO, SMALL
 
 
 def _one_error(result, code):
@@ -45,8 +45,9 @@ def built(cli, write_recipe, tmp_path):
 
 def test_temporaries_of_dead_builds_are_removed_whatever_their_pid_now_is(cli, built):
     recipe, out = built
-    leftovers = [out / ".manifest.parquet.tmp-1", out / ".fingerprint.json.tmp-99999", out / ".run.json.tmp-1",
-                 out / "shards" / ".shard-000000.tar.tmp-1", out / "parts" / ".shard-000001.parquet.tmp-4f2a9c"]
+    leftovers = [out / ".manifest.parquet.tmp-1", out / "_synthfer" / ".fingerprint.json.tmp-99999",
+                 out / ".run.json.tmp-1", out / "data" / ".train-000000.tar.tmp-1",
+                 out / PARTS / ".shard-000001.parquet.tmp-4f2a9c"]
     for path in leftovers:
         path.write_bytes(b"half a file")
     assert cli("build", recipe, "-q").exit_code == 0
@@ -79,10 +80,10 @@ def test_links_planted_at_final_names_or_folders_redirect_nothing(cli, built, tm
     assert victim.read_text() == "precious" and not (out / "run.json").is_symlink()   # replaced, not followed
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    os.rename(out / "shards", tmp_path / "old-shards")
-    (out / "shards").symlink_to(elsewhere)
+    os.rename(out / "data", tmp_path / "old-data")
+    (out / "data").symlink_to(elsewhere)
     line = _one_error(cli("build", recipe, "-q", "--mode", "overwrite"), 1)
-    assert line == (f"Error: {out}: write failed: {out / 'shards'}: is a symbolic link, not a folder; committed "
+    assert line == (f"Error: {out}: write failed: {out / 'data'}: is a symbolic link, not a folder; committed "
                     f"shards are intact")
     assert list(elsewhere.iterdir()) == []
 
@@ -103,7 +104,7 @@ def test_a_folder_with_a_foreign_run_json_is_not_an_output(cli, write_recipe, tm
 def test_overwrite_deletes_only_what_synthfer_wrote(cli, built):
     recipe, out = built
     (out / "report").mkdir()
-    foreign = {out / "shards" / "mydata.tar": b"mine", out / "parts" / "config.json": b"{}",
+    foreign = {out / "data" / "mydata.tar": b"mine", out / PARTS / "config.json": b"{}",
                out / "report" / "notes.txt": b"notes", out / "README.txt": b"hello"}
     for path, data in foreign.items():
         path.write_bytes(data)
@@ -126,10 +127,10 @@ def test_an_output_below_a_regular_file_is_a_usage_error(cli, write_recipe, tmp_
 
 def test_an_edited_fingerprint_value_is_named(cli, built):
     recipe, out = built
-    record = json.loads((out / "fingerprint.json").read_text())
-    (out / "fingerprint.json").write_text(json.dumps(dict(record, fingerprint="0123456789abcdef")))
+    record = json.loads((out / "_synthfer" / "fingerprint.json").read_text())
+    (out / "_synthfer" / "fingerprint.json").write_text(json.dumps(dict(record, fingerprint="0123456789abcdef")))
     line = _one_error(cli("build", recipe), 2)
-    assert line.startswith(f"Error: {out / 'fingerprint.json'}: its fingerprint '0123456789abcdef' does not match "
+    assert line.startswith(f"Error: {out / '_synthfer' / 'fingerprint.json'}: its fingerprint '0123456789abcdef' does not match "
                            f"its own inputs (")
     assert line.endswith("): the file was edited; use --mode overwrite or another --output")
 
@@ -148,9 +149,9 @@ def test_verify_finds_a_changed_value_in_the_manifest(cli, built):
 
 def test_an_empty_marker_is_not_trusted(cli, built):
     recipe, out = built
-    marker = out / "parts" / "shard-000001.done.json"
+    marker = out / PARTS / "shard-000001.done.json"
     marker.write_text(json.dumps(dict(json.loads(marker.read_text()), files={})))
-    (out / "parts" / "shard-000001.parquet").unlink()
+    (out / PARTS / "shard-000001.parquet").unlink()
     assert "Problem: shard-000001: its marker lists no manifest part" in cli("verify", out).stderr
     rebuilt = cli("build", recipe)
     assert rebuilt.exit_code == 0, rebuilt.output
@@ -159,7 +160,8 @@ def test_an_empty_marker_is_not_trusted(cli, built):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(target=st.sampled_from(["manifest.parquet", "parts/shard-000000.parquet", "parts/shard-000001.parquet"]),
+@given(target=st.sampled_from(["manifest.parquet", "_synthfer/parts/shard-000000.parquet",
+                               "_synthfer/parts/shard-000001.parquet"]),
        position=st.floats(0, 1, exclude_max=True), bit=st.integers(0, 7))
 def test_verify_reports_every_bit_flip_that_changes_something(built, target, position, bit):
     from synthfer.io.local_folder import LocalFolder
@@ -199,7 +201,7 @@ def test_verify_of_an_unreadable_tar_is_one_problem(cli, built, monkeypatch):
     real = local_folder.LocalFolder.open
 
     def denied(self, rel):
-        if rel.endswith("shard-000001.tar"):
+        if rel.endswith("-000001.tar"):
             raise PermissionError(errno.EACCES, "Permission denied", str(self._path(rel)))
         return real(self, rel)
     monkeypatch.setattr(local_folder.LocalFolder, "open", denied)
@@ -219,7 +221,7 @@ def test_repeated_sigterm_during_a_commit_lets_the_commit_finish(write_recipe, t
                                                "synthfer.io.local_folder:LocalFolder._write_temp", "before", "3:SIGTERM"))
     assert proc.returncode == 143, proc.stderr
     assert proc.stderr.strip() == "Error: SIGTERM: interrupted; committed shards are intact, run again to finish"
-    assert (tmp_path / "out" / "parts" / "shard-000000.done.json").exists()   # the commit under way finished
+    assert (tmp_path / "out" / PARTS / "shard-000000.done.json").exists()   # the commit under way finished
     assert not list((tmp_path / "out").rglob("*.tmp-*"))
     from tests.crash import violations
     assert violations(tmp_path / "out") == []

@@ -6,17 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, dataset_files
 
 DEMO = REPO / "recipes" / "demo.yaml"
 SMALLER = ["--set", "identities.count=12", "--set", "output.samples_per_shard=120"]   # 6 shards
 
 
 def _bytes(out: Path) -> dict[str, bytes]:
-    files = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
-             if p.is_file() and p.parent.name in ("shards", "parts")}
-    files["manifest.parquet"] = (out / "manifest.parquet").read_bytes()
-    return files
+    return dataset_files(out)
 
 
 @pytest.fixture(scope="module")

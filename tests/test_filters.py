@@ -61,7 +61,7 @@ def test_va_direction_rule_with_a_model_that_always_says_happy(build):
 def test_quality_is_the_embedding_norm_and_the_threshold_applies(build, tmp_path):
     rows = build("models:\n  quality: {kind: onnx, path: q.onnx}\nfilters: {min_quality: 10}\n",
                  {"q.onnx": onnx_models.mean_quality(scale=1.0)})
-    with tarfile.open(tmp_path / "out" / "shards" / "shard-000000.tar") as tar:
+    with tarfile.open(tmp_path / "out" / "data" / "train-000000.tar") as tar:
         for row in rows.values():
             if row["status"] != "accepted":
                 continue
@@ -108,7 +108,7 @@ def test_skip_band_generates_nothing(build, tmp_path):
     calm = rows["calm-100@0"]
     assert calm["status"] == "skipped" and calm["reject_reasons"] == ["failure_band"]
     assert calm["pred_valence"] is None and calm["width"] is None and calm["image_sha256"] is None
-    with tarfile.open(tmp_path / "out" / "shards" / "shard-000000.tar") as tar:
+    with tarfile.open(tmp_path / "out" / "data" / "train-000000.tar") as tar:
         names = tar.getnames()
     assert not any("calm" in n for n in names) and any("sad-100" in n for n in names)
 
@@ -130,8 +130,8 @@ def test_keep_rejected_goes_to_separate_shards(tmp_path):
     from synthfer.build import build as run_build
     from synthfer.recipe import load_recipe
     run_build(load_recipe(tmp_path / "recipe.yaml"))
-    shards = tmp_path / "out" / "shards"
-    with tarfile.open(shards / "shard-000000.tar") as good, tarfile.open(shards / "rejected-000000.tar") as bad:
+    out = tmp_path / "out"
+    with tarfile.open(out / "data" / "train-000000.tar") as good, tarfile.open(out / "rejected" / "rejected-000000.tar") as bad:
         good_names, bad_names = good.getnames(), bad.getnames()
     assert "0000000_sad-100.png" in bad_names and "0000000_sad-100.png" not in good_names
     assert "0000000_happy-100.png" in good_names and "0000000_happy-100.png" not in bad_names

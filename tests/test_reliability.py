@@ -15,7 +15,7 @@ from synthfer.io.layout import CURRENT
 from synthfer.io.lock import output_lock
 from synthfer.io.verify import verify
 from synthfer.worker import Worker
-from tests.conftest import SMALL
+from tests.conftest import PARTS, SMALL, dataset_files
 
 # 8 identities, 5 targets, 1 identity per shard: 8 shards, so a kill lands between commits too.
 EIGHT = SMALL.replace("count: 4", "count: 8").replace("samples_per_shard: 10", "samples_per_shard: 5")
@@ -23,10 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _dataset_bytes(out: Path) -> dict[str, bytes]:
-    names = [p for p in sorted(out.rglob("*")) if p.is_file() and p.parent.name in ("shards", "parts")]
-    files = {str(p.relative_to(out)): p.read_bytes() for p in names}
-    files["manifest.parquet"] = (out / "manifest.parquet").read_bytes()
-    return files
+    return dataset_files(out)
 
 
 def _committed_are_whole(out: Path) -> None:
@@ -59,7 +56,7 @@ def test_sigterm_abandons_cleanly(write_recipe, tmp_path):
     assert _wait(proc) == 143
     assert proc.stderr.read().decode().strip().endswith("run again to finish")
     _committed_are_whole(tmp_path / "out")
-    assert 1 <= len(list((tmp_path / "out" / "parts").glob("*.done.json"))) < 40
+    assert 1 <= len(list((tmp_path / "out" / PARTS).glob("*.done.json"))) < 40
     assert _wait(_run(recipe)) == 0
     assert verify(tmp_path / "out")[0] == []
 
@@ -106,16 +103,16 @@ def test_corrupted_shard_is_found_by_verify_and_rebuilt(cli, write_recipe, tmp_p
     recipe = write_recipe(SMALL)
     assert cli("build", recipe, "-q").exit_code == 0
     good = _dataset_bytes(tmp_path / "out")
-    tar = tmp_path / "out" / "shards" / "shard-000001.tar"
+    tar = tmp_path / "out" / "data" / "val-000001.tar"
     data = bytearray(tar.read_bytes())
     data[700] ^= 0xFF   # same size: only the sha256 can tell
     tar.write_bytes(bytes(data))
     result = cli("verify", tmp_path / "out")
     assert result.exit_code == 1
-    assert "Problem: shard-000001: shards/shard-000001.tar does not match its sha256" in result.stderr
+    assert "Problem: shard-000001: data/val-000001.tar does not match its sha256" in result.stderr
     rebuilt = cli("build", recipe)
     assert rebuilt.exit_code == 0
-    assert "shard-000001: shards/shard-000001.tar does not match its sha256: rebuilding it" in rebuilt.stderr
+    assert "shard-000001: data/val-000001.tar does not match its sha256: rebuilding it" in rebuilt.stderr
     assert cli("verify", tmp_path / "out").exit_code == 0
     assert _dataset_bytes(tmp_path / "out") == good
 
@@ -174,4 +171,4 @@ def test_disk_full_stops_the_build_and_keeps_committed_shards(cli, write_recipe,
     assert result.stderr.strip().splitlines()[-1] == (
         f"Error: {tmp_path / 'out'}: write failed: No space left on device; committed shards are intact")
     _committed_are_whole(tmp_path / "out")
-    assert len(list((tmp_path / "out" / "parts").glob("*.done.json"))) == 2
+    assert len(list((tmp_path / "out" / PARTS).glob("*.done.json"))) == 2

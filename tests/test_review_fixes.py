@@ -30,7 +30,7 @@ def test_unusable_lock_file(cli, write_recipe, tmp_path):
 def test_damaged_fingerprint_file(cli, write_recipe, tmp_path):
     recipe = write_recipe(SMALL)
     assert cli("build", recipe, "-q").exit_code == 0
-    (tmp_path / "out" / "fingerprint.json").write_text("[]")
+    (tmp_path / "out" / "_synthfer" / "fingerprint.json").write_text("[]")
     line = _one_error(cli("build", recipe, "-q"), 2)
     assert line.endswith("fingerprint.json: damaged or not synthfer's; use --mode overwrite to start this output again")
     (tmp_path / "out" / "report").mkdir()
@@ -79,7 +79,7 @@ def test_quiet_wins_over_json_and_run_json_names_the_row_fingerprint(cli, write_
     info = json.loads((tmp_path / "out" / "run.json").read_text())
     rows = pq.read_table(tmp_path / "out" / "manifest.parquet").column("recipe_fingerprint").to_pylist()
     assert set(rows) == {info["shard_fingerprint"]}
-    assert json.loads((tmp_path / "out" / "fingerprint.json").read_text())["shard_fingerprint"] == rows[0]
+    assert json.loads((tmp_path / "out" / "_synthfer" / "fingerprint.json").read_text())["shard_fingerprint"] == rows[0]
 
 
 # ---------------------------------------------------------------- issue 10's list: one line each, never a traceback

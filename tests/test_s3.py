@@ -20,7 +20,7 @@ from tests.s3 import BUCKET, objects
 
 # 8 identities x 5 targets, one identity per shard: 8 shards.
 EIGHT = SMALL.replace("count: 4", "count: 8").replace("samples_per_shard: 10", "samples_per_shard: 5")
-DATA = ("shards/", "parts/", "manifest.parquet")
+DATA = ("data/", "_synthfer/parts/", "manifest.parquet")
 
 
 def _data(files: dict[str, bytes]) -> dict[str, bytes]:
@@ -59,7 +59,7 @@ def test_build_to_s3_equals_local_build(cli, s3_endpoint, reference):
     assert result.exit_code == 0, result.output
     stored = objects(url)
     assert _data(stored) == local
-    assert {"run.json", "fingerprint.json"} <= set(stored)
+    assert {"run.json", "_synthfer/fingerprint.json", "README.md"} <= set(stored)
     assert not [k for k in stored if ".lease-" in k or ".tmp-" in k]   # the lease is released, no temporaries
     assert json.loads(stored["run.json"])["recipe"]["output"]["dir"] == url
 
@@ -75,7 +75,7 @@ def test_sigkill_mid_commit_then_resume_is_byte_identical(s3_endpoint, reference
     assert visible == [0, 1]
     for index in visible:
         assert store.problem(index, store.read_marker(index), hashes=True) is None
-    assert "shards/shard-000002.tar" in objects(url)   # an unmarked object, invisible to readers
+    assert "data/train-000002.tar" in objects(url)   # an unmarked object, invisible to readers
     assert "manifest.parquet" not in objects(url)
     resumed = _build(str(recipe), "--output", url)   # the dead build's lease names a dead pid here
     assert resumed.returncode == 0, resumed.stderr
@@ -112,12 +112,12 @@ def test_verify_and_report_read_through_s3(cli, s3_endpoint, reference):
     assert report.stdout.strip() == f"report: {url}/report/report.html"
     assert objects(url)["report/report.html"].startswith(b"<!DOCTYPE html>")
     folder = open_folder(url)
-    tar = bytearray(folder.read_bytes("shards/shard-000003.tar"))
+    tar = bytearray(folder.read_bytes("data/val-000003.tar"))
     tar[600] ^= 0xFF
-    folder.write("shards/shard-000003.tar", bytes(tar))
+    folder.write("data/val-000003.tar", bytes(tar))
     damaged = cli("verify", url)
     assert damaged.exit_code == 1
-    assert "Problem: shard-000003: shards/shard-000003.tar does not match its sha256" in damaged.stderr
+    assert "Problem: shard-000003: data/val-000003.tar does not match its sha256" in damaged.stderr
 
 
 def test_ray_build_to_s3_equals_local_build(cli, s3_endpoint, reference):
@@ -140,3 +140,20 @@ def test_storage_mistakes_are_one_line(cli, s3_endpoint, write_recipe):
     assert unknown.exit_code == 2
     assert unknown.stderr == ("Error: --output foo://bucket/x: output.dir: unknown storage protocol foo:// "
                               "(local paths, s3://, gs://, memory:// and other fsspec URLs)\n")
+
+
+def test_synthfer_data_reads_an_s3_output(cli, s3_endpoint, reference):
+    import io
+
+    import pyarrow.parquet as pq
+    import torch
+
+    import synthfer.data as sd
+    recipe, _ = reference
+    url = f"s3://{BUCKET}/loader"
+    assert cli("build", recipe, "-q", "--output", url).exit_code == 0
+    rows = pq.read_table(io.BytesIO(objects(url)["manifest.parquet"])).to_pylist()
+    for split in ("train", "val"):   # the small recipe has no test split
+        wanted = sum(r["status"] == "accepted" and r["split"] == split for r in rows)
+        loader = torch.utils.data.DataLoader(sd.dataset(url, split=split, seed=0), batch_size=4, num_workers=2)
+        assert sum(images.shape[0] for images, _ in loader) == wanted

@@ -28,12 +28,16 @@ class LocalFolder(OutputFolder):
         return self.root / rel if rel else self.root
 
     def exists(self, rel: str) -> bool:
-        return os.path.lexists(self._path(rel))
+        try:
+            os.lstat(self._path(rel))
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        return True
 
     def is_dir(self, rel: str) -> bool:
         try:
             return stat.S_ISDIR(os.lstat(self._path(rel)).st_mode)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return False
 
     def size(self, rel: str) -> int:

@@ -166,9 +166,14 @@ class ShardStore:
         return [rel for rel in sorted(found) if self.layout.is_shard_file(rel) and rel not in referenced]
 
 
-def is_output(folder: OutputFolder, layout: Layout = CURRENT) -> bool:
-    """True when synthfer's own signature is there: a fingerprint.json synthfer wrote, or a
-    commit marker. Other files of those names (a user's run.json) do not make a folder ours."""
+def is_output(folder: OutputFolder, layout: Layout | None = None) -> bool:
+    """True when synthfer's own signature is there (in the given layout, else in any): a
+    fingerprint.json synthfer wrote, or a commit marker. Other files of those names (a user's
+    run.json) do not make a folder ours."""
+    if layout is None:
+        from synthfer.io.layout import V1, V2
+
+        return is_output(folder, V2) or is_output(folder, V1)
     try:
         record = json.loads(folder.read_bytes(layout.fingerprint))
         if isinstance(record, dict) and (record.get("written_by") == "synthfer" or (

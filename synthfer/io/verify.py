@@ -19,16 +19,17 @@ import pyarrow.compute as pc
 
 from synthfer.errors import UsageError, first_line
 from synthfer.io.folder import OutputFolder, open_folder
-from synthfer.io.layout import CURRENT, Layout
+from synthfer.io.layout import Layout, layout_of
 from synthfer.io.manifest import merged_from, read_manifest, read_table
 from synthfer.io.shards import ShardStore, shard_name
 
 _STATUS_TARS = {"accepted": "tar", "rejected": "rejected_tar"}
 
 
-def verify(folder: OutputFolder | str, layout: Layout = CURRENT) -> tuple[list[str], dict]:
-    """(problems, counts). An empty problem list means the output is whole."""
+def verify(folder: OutputFolder | str, layout: Layout | None = None) -> tuple[list[str], dict]:
+    """(problems, counts). An empty problem list means the output is whole. Reads format 1 and 2."""
     folder = folder if isinstance(folder, OutputFolder) else open_folder(folder)
+    layout = layout or layout_of(folder)
     store = ShardStore(folder, layout)
     if not folder.is_dir(layout.marker_dir) and not folder.exists(layout.manifest):
         raise UsageError(f"{folder.location}: not a synthfer output (no {layout.marker_dir}/ and no {layout.manifest})")
@@ -50,8 +51,9 @@ def verify(folder: OutputFolder | str, layout: Layout = CURRENT) -> tuple[list[s
     if not folder.exists(layout.manifest):
         problems.append(f"{layout.manifest} is missing")
         return problems, counts
+    old = layout.version < 2   # format 1: no class / score_flags columns, no record of merged parts
     try:
-        table = read_manifest(folder, layout.manifest)
+        table = read_manifest(folder, layout.manifest, fill_missing=old)
         recorded = merged_from(folder, layout.manifest)
     except (OSError, ValueError, TypeError, pa.ArrowException) as err:
         problems.append(f"{layout.manifest} cannot be read as a synthfer manifest: {first_line(err)}")
@@ -61,13 +63,13 @@ def verify(folder: OutputFolder | str, layout: Layout = CURRENT) -> tuple[list[s
     if table.num_rows != expected:
         problems.append(f"{layout.manifest} has {table.num_rows} rows, the valid committed shards hold {expected}")
     parts = [(layout.part(i), markers[i]["files"][layout.part(i)]["sha256"]) for i in sorted(markers)]
-    if recorded is None:
+    if recorded is None and not old:
         problems.append(f"{layout.manifest} does not record the parts it was merged from (damaged, or written by "
                         f"an older synthfer: the same synthfer build rewrites it)")
-    elif recorded != parts:
+    elif recorded is not None and recorded != parts:
         problems.append(f"{layout.manifest} was merged from other parts than the committed shards "
                         f"({_first_difference(recorded, parts)})")
-    problems += _rows_match_parts(store, markers, table)
+    problems += _rows_match_parts(store, markers, table, old)
     problems += _members_match(store, markers, table.to_pylist())
     return problems, counts
 
@@ -80,14 +82,14 @@ def _first_difference(recorded: list, parts: list) -> str:
     return f"it {what} {longer[min(len(recorded), len(parts))][0]}"
 
 
-def _rows_match_parts(store: ShardStore, markers: dict, table: pa.Table) -> list[str]:
+def _rows_match_parts(store: ShardStore, markers: dict, table: pa.Table, old: bool) -> list[str]:
     """Each valid shard's manifest rows equal its part, value for value."""
     problems = []
     shards = table.column("shard")
     for index in sorted(markers):
         mine = table.filter(pc.equal(shards, index))
         try:
-            part = read_table(store.folder.read_bytes(store.layout.part(index)))
+            part = read_table(store.folder.read_bytes(store.layout.part(index)), fill_missing=old)
         except (OSError, ValueError, pa.ArrowException) as err:
             problems.append(f"{shard_name(index)}: its part cannot be read: {first_line(err)}")
             continue

@@ -77,12 +77,21 @@ class ShardWriter:
                    recipe_fingerprint=self.fingerprint)
 
 
+# KEY.json never holds null, so a default collate batches every field: a value that does not
+# exist (neutral's angle) or was not measured is this sentinel, outside the field's valid range.
+LABEL_SENTINELS = {"target_angle_deg": -1.0, "quality": -1.0, "identity_similarity": -2.0,
+                   "pred_valence": -2.0, "pred_arousal": -2.0}
+
+
 def _label(sample, row: Row) -> bytes:
-    """KEY.json: what a training job needs next to the image, without opening the manifest."""
+    """KEY.json: what a training job needs next to the image, named as the manifest's columns."""
     t = sample.target
-    label = {"key": sample.key, "identity": sample.identity, "split": sample.split, "target": t.key,
-             "emotion": t.emotion, "valence": t.valence, "arousal": t.arousal,
-             "angle_deg": t.angle_deg, "intensity": t.intensity, "class": t.class_name, "class_id": t.class_id,
-             "quality": row.scores.number("quality"), "pred_valence": row.scores.number("pred_valence"),
-             "pred_arousal": row.scores.number("pred_arousal")}
+    label = {"key": sample.key, "identity": sample.identity, "identity_seed": sample.identity_seed,
+             "split": sample.split, "status": row.status, "target": t.key, "class": t.class_name,
+             "class_id": t.class_id, "target_valence": t.valence, "target_arousal": t.arousal,
+             "target_intensity": t.intensity,
+             "target_angle_deg": t.angle_deg if t.angle_deg is not None else LABEL_SENTINELS["target_angle_deg"]}
+    for name in ("quality", "identity_similarity", "pred_valence", "pred_arousal"):
+        value = row.scores.number(name)
+        label[name] = value if value is not None else LABEL_SENTINELS[name]
     return json.dumps(label, sort_keys=True, separators=(",", ":")).encode()

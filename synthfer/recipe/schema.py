@@ -21,7 +21,7 @@ from synthfer.blocks import PathError as _PathError
 from synthfer.blocks import PathErrors
 from synthfer.blocks import Strict as _Strict
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # io/layout.py: 2 names shards by split and keeps bookkeeping in _synthfer/
 
 
 class Identities(_Strict):

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from synthfer.errors import LockedError, OutputError
 from synthfer.io.folder import OutputFolder
-from synthfer.io.layout import CURRENT
 from synthfer.io.lock import output_lock
 from synthfer.report import html, plots, tables
 from synthfer.report.load import Run, load_run
@@ -82,7 +81,7 @@ def write_report(out_dir: str | Path | OutputFolder, compare: str | Path | Outpu
         f"synthfer report: {run.name}", summary + run.notes,
         [(heading, text, pngs[name]) for name, heading, text in _PLOTS],
         sections, compare_sections, sheet_pngs).encode("utf-8")
-    return _write(run.folder, files)
+    return _write(run.folder, run.layout, files)
 
 
 def _names(run: Run, other: Run) -> tuple[str, str]:
@@ -117,9 +116,8 @@ def _markdown(title: str, summary: list[str], sections) -> bytes:
     return ("\n".join(head) + "\n" + tables.to_markdown(sections)).encode("utf-8")
 
 
-def _write(folder: OutputFolder, files: dict[str, bytes]) -> str:
+def _write(folder: OutputFolder, layout, files: dict[str, bytes]) -> str:
     """The report's files under OUT/report/, under the output's lock (a running build holds it)."""
-    layout = CURRENT
     report = layout.report_dir
     try:
         with output_lock(folder, layout):

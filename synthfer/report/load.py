@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from synthfer import circumplex, metrics
 from synthfer.errors import OutputError, UsageError
 from synthfer.io.folder import OutputFolder, open_folder
-from synthfer.io.layout import CURRENT
+from synthfer.io.layout import Layout, layout_of
 from synthfer.io.manifest import read_manifest
 
 NEUTRAL, POINTS = "neutral", "points"
@@ -57,6 +57,7 @@ class Run:
     bands: list[BandSpec] = field(default_factory=list)
     recipe: dict | None = None               # run.json's resolved recipe, None when run.json is missing
     notes: list[str] = field(default_factory=list)
+    layout: Layout | None = None             # the output's format (1 or 2)
 
     @property
     def directions(self) -> list[str]:
@@ -66,7 +67,7 @@ class Run:
 
 def load_run(out_dir: str | Path | OutputFolder) -> Run:
     folder = out_dir if isinstance(out_dir, OutputFolder) else open_folder(out_dir)
-    layout = CURRENT
+    layout = layout_of(folder)
     try:
         if folder.is_local and not folder.is_dir(""):
             raise UsageError(f"{folder.location}: no such folder")
@@ -105,7 +106,7 @@ def load_run(out_dir: str | Path | OutputFolder) -> Run:
     name = (recipe or {}).get("name") or folder.location.rstrip("/").rsplit("/", 1)[-1]
     if table.num_rows and not frame["measured"].any():
         notes.append("No sample has a VA prediction (models.va not set?): the error tables are empty.")
-    return Run(folder, name, frame, rows.astype(np.int64), values.astype(object), bands, recipe, notes)
+    return Run(folder, name, frame, rows.astype(np.int64), values.astype(object), bands, recipe, notes, layout)
 
 
 def _read_recipe(folder: OutputFolder, rel: str) -> tuple[dict | None, list[str]]:

@@ -17,7 +17,6 @@ from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
 from synthfer.filters import reasons, short_label
 from synthfer.io.folder import OutputFolder
-from synthfer.io.layout import CURRENT
 from synthfer.report.load import NEUTRAL, POINTS, Run
 
 IDENTITIES = 5
@@ -34,9 +33,9 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def _read_images(folder: OutputFolder, rows: pd.DataFrame, tile: int) -> dict[str, Image.Image]:
+def _read_images(folder: OutputFolder, layout, rows: pd.DataFrame, tile: int) -> dict[str, Image.Image]:
     """key -> thumbnail for the given rows, from the shard tars (and rejected tars when kept)."""
-    layout, wanted, found = CURRENT, set(rows["key"]), {}
+    wanted, found = set(rows["key"]), {}
     tars = []
     for shard, split in sorted(set(zip(rows["shard"].dropna().astype(int), rows["split"]))):
         tars += [layout.tar(shard, split), layout.rejected_tar(shard, split)]
@@ -123,7 +122,7 @@ def contact_sheets(run: Run, identities: int = IDENTITIES) -> list[tuple[str, Im
     for r, value in zip(run.reason_rows[sel].tolist(), run.reason_values[sel].tolist()):
         reasons.iloc[lookup[r]].append(value)
     rows = rows.assign(reject_reasons=reasons)
-    images = _read_images(run.folder, rows[rows["status"] != "skipped"], TILE)
+    images = _read_images(run.folder, run.layout, rows[rows["status"] != "skipped"], TILE)
     worst_rows = rows.loc[rows.index.isin(worst.index)]
     rows = rows[rows["identity"].isin(chosen)]
     # tiles as large as the images, up to TILE: small (demo) images are not framed in wide margins

@@ -1,0 +1,137 @@
+"""A synthfer output as a PyTorch dataset, thin over webdataset:
+
+    import torch, synthfer.data
+    train = synthfer.data.dataset("out/demo", split="train", label="va", image_size=64)
+    loader = torch.utils.data.DataLoader(train, batch_size=64, num_workers=2)
+    for images, va in loader: ...          # float [B, 3, 64, 64] in [0, 1]; float [B, 2]
+
+The shards of a split are the committed ones its markers list (never a half-written or unmarked
+file), at a local path or any fsspec URL (`s3://...`; credentials as for the build). Any image
+format (png, jpg, webp). Every worker of a DataLoader reads its own shards; a worker without one
+(val and test are often a single shard) simply yields nothing instead of failing. Shuffling
+mixes identities: shard order is shuffled, `mix` shards are read at once with their samples
+interleaved, and a `buffer` of samples is shuffled (each shard holds whole identities, so
+without this a batch would hold a handful of people).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from itertools import cycle
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from synthfer.errors import UsageError
+from synthfer.io.folder import OutputFolder, open_folder
+from synthfer.io.layout import layout_of
+from synthfer.io.shards import ShardStore
+
+IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp")
+LABELS = ("va", "class", "both")
+SPLITS = {"train": "train", "val": "val", "validation": "val", "test": "test"}
+
+
+def shard_urls(out, split: str = "train", storage_options: dict | None = None) -> list[str]:
+    """Names webdataset can open of the committed accepted shards of a split, in shard order."""
+    folder = out if isinstance(out, OutputFolder) else open_folder(out, storage_options)
+    if split not in SPLITS:
+        raise UsageError(f"split: must be train, val (or validation) or test, got {split!r}")
+    split = SPLITS[split]
+    layout = layout_of(folder)
+    try:
+        committed = ShardStore(folder, layout).committed()
+    except OSError as err:
+        raise UsageError(f"{folder.location}: cannot read the output: {err.strerror or err}") from None
+    if not committed:
+        raise UsageError(f"{folder.location}: no committed shards; is it a synthfer output?")
+    urls = [folder.url(layout.tar(i, m.get("split", ""))) for i, m in sorted(committed.items())
+            if m.get("split") == split]
+    if not urls:
+        raise UsageError(f"{folder.location}: no {split} shards")
+    if not folder.is_local:
+        _register_fsspec(folder.protocol, folder.storage_options)
+    return urls
+
+
+def dataset(out, split: str = "train", label: str = "va", image_size: int | None = None, shuffle: bool = True,
+            buffer: int = 2000, mix: int = 8, seed: int | None = None, storage_options: dict | None = None):
+    """An IterableDataset of (image, label): image float [3, H, W] in [0, 1] (resized to
+    image_size x image_size when given), label float [valence, arousal] ("va"), the int class_id
+    ("class") or {"va", "class_id"} ("both"). Several DataLoader workers split the shards.
+    seed: None shuffles differently every pass; an int gives the same order every pass."""
+    import webdataset as wds
+
+    if label not in LABELS:
+        raise UsageError(f"label: must be va, class or both, got {label!r}")
+    urls = shard_urls(out, split, storage_options)
+    stages = [wds.SimpleShardList(urls)]
+    if shuffle:
+        stages.append(wds.shuffle(len(urls), initial=len(urls), seed=seed))
+    stages += [wds.split_by_worker, _interleave(mix if shuffle else 1)]
+    if shuffle:
+        stages.append(wds.shuffle(buffer, initial=buffer, seed=seed))
+    stages.append(wds.map(_item(label, image_size)))
+    return wds.DataPipeline(*stages)
+
+
+def _interleave(mix: int):
+    """A pipeline stage: read up to `mix` shards at once and take their samples in turn."""
+    import webdataset as wds
+
+    def stage(shards):
+        shards = iter(shards)
+        streams = []
+        for _ in range(mix):
+            nxt = next(shards, None)
+            if nxt is not None:
+                streams.append(iter(wds.tarfile_to_samples()([nxt])))
+        while streams:
+            for stream in cycle(list(streams)):
+                sample = next(stream, None)
+                if sample is not None:
+                    yield sample
+                    continue
+                streams.remove(stream)
+                nxt = next(shards, None)
+                if nxt is not None:
+                    streams.append(iter(wds.tarfile_to_samples()([nxt])))
+                break
+    return stage
+
+
+def _item(label: str, image_size: int | None):
+    def item(sample: dict):
+        ext = next((e for e in IMAGE_EXTENSIONS if e in sample), None)
+        if ext is None:
+            raise ValueError(f"{sample.get('__key__')}: no image member ({', '.join(IMAGE_EXTENSIONS)})")
+        with Image.open(io.BytesIO(sample[ext])) as im:
+            image = torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.uint8).copy())
+        image = image.permute(2, 0, 1).float().div_(255.0)
+        if image_size is not None and tuple(image.shape[1:]) != (image_size, image_size):
+            image = F.interpolate(image[None], size=(image_size, image_size), mode="bilinear",
+                                  antialias=True, align_corners=False)[0].clamp_(0.0, 1.0)
+        meta = json.loads(sample["json"])
+        va = torch.tensor([meta["target_valence"], meta["target_arousal"]], dtype=torch.float32)
+        if label == "va":
+            return image, va
+        if label == "class":
+            return image, int(meta["class_id"])
+        return image, {"va": va, "class_id": int(meta["class_id"])}
+    return item
+
+
+def _register_fsspec(protocol: str, options: dict) -> None:
+    """Let webdataset open `protocol://` URLs through fsspec (S3, GCS, ...)."""
+    import importlib
+
+    gopen = importlib.import_module("webdataset.gopen")   # the module; `webdataset.gopen` is also a function
+
+    def opener(url, mode="rb", bufsize=8192):
+        import fsspec
+
+        return fsspec.open(url, mode, **options).open()
+    gopen.gopen_schemes[protocol] = opener

@@ -1,0 +1,244 @@
+"""Output format 2 read by training jobs with no glue: Hugging Face `load_dataset(OUT)`, a default
+collate, synthfer.data with several workers, the README's training example, the exports, the
+card's licence; and format 1 outputs still read by verify and report."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+import shutil
+import tarfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from tests.conftest import FIXTURES, REPO
+
+# 6 identities, one per shard: train, val, test, train, train, train; quality and VA filters
+TINY = """\
+name: tiny
+seed: 11
+identities: {count: 6}
+targets: {classes: [neutral, happy, sad, anger], intensities: [1.0]}
+models: {quality: {kind: builtin}, va: {kind: builtin}}
+filters: {min_quality: 20, max_direction_error_deg: 60}
+output: {dir: out, samples_per_shard: 4, image: {format: FORMAT, size: 24}, keep_rejected: true}
+execution: {device: cpu, batch_size: 4}
+"""
+
+
+def _build(folder: Path, fmt: str = "png") -> Path:
+    from synthfer.build import build
+    from synthfer.recipe import load_recipe
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "recipe.yaml").write_text(TINY.replace("FORMAT", fmt))
+    build(load_recipe(folder / "recipe.yaml"))
+    return folder / "out"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return _build(tmp_path_factory.mktemp("tiny"))
+
+
+def _accepted(out: Path) -> Counter:
+    rows = pq.read_table(out / "manifest.parquet").to_pylist()
+    return Counter(r["split"] for r in rows if r["status"] == "accepted")
+
+
+def test_layout_names_shards_by_split_and_hides_bookkeeping(tiny):
+    names = sorted(str(p.relative_to(tiny)) for p in tiny.rglob("*") if p.is_file())
+    assert "README.md" in names and "classes.json" in names and "manifest.parquet" in names
+    assert sorted(n for n in names if n.startswith("data/")) == [
+        "data/test-000002.tar", "data/train-000000.tar", "data/train-000003.tar", "data/train-000004.tar",
+        "data/train-000005.tar", "data/val-000001.tar"]
+    assert all(n.startswith(("data/", "rejected/", "_synthfer/", ".")) or "/" not in n for n in names)
+    assert json.loads((tiny / "run.json").read_text())["format_version"] == 2
+
+
+def test_load_dataset_gives_the_three_splits_and_no_rejected_row(tiny, tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf" / "datasets"))
+    ds = datasets.load_dataset(str(tiny))
+    wanted = _accepted(tiny)
+    assert {k: len(v) for k, v in ds.items()} == {"train": wanted["train"], "validation": wanted["val"],
+                                                   "test": wanted["test"]}
+    assert all(row["status"] == "accepted" for split in ds.values() for row in split["json"])
+    assert ds["train"].features["json"]["class_id"].dtype == "int64"
+    streamed = datasets.load_dataset(str(tiny), streaming=True)
+    assert sum(1 for _ in streamed["test"]) == wanted["test"]
+
+
+def test_a_default_collate_batches_every_label_field(tiny):
+    labels = []
+    for path in sorted((tiny / "data").glob("*.tar")) + sorted((tiny / "rejected").glob("*.tar")):
+        with tarfile.open(path) as tar:
+            labels += [json.loads(tar.extractfile(m).read()) for m in tar if m.name.endswith(".json")]
+    assert any(lb["target"] == "neutral" for lb in labels)   # the row with no direction is among them
+    batch = torch.utils.data.default_collate(labels)
+    manifest = pq.read_table(tiny / "manifest.parquet").column_names
+    assert set(batch) - {"status"} <= set(manifest)          # the manifest's names
+    assert batch["target_angle_deg"].dtype == torch.float64 and batch["class_id"].dtype == torch.int64
+    neutral = [lb for lb in labels if lb["target"] == "neutral"]
+    assert all(lb["target_angle_deg"] == -1.0 for lb in neutral)
+
+
+def test_synthfer_data_reads_every_split_with_more_workers_than_shards(tiny):
+    import synthfer.data as sd
+
+    wanted = _accepted(tiny)
+    for split in ("train", "val", "test"):
+        loader = torch.utils.data.DataLoader(sd.dataset(tiny, split=split, label="both", seed=0), batch_size=4,
+                                             num_workers=2)
+        seen = 0
+        for images, labels in loader:
+            assert images.dtype == torch.float32 and images.shape[1:] == (3, 24, 24)
+            assert labels["va"].shape == (images.shape[0], 2) and labels["class_id"].dtype == torch.int64
+            seen += images.shape[0]
+        assert seen == wanted[split]
+    with pytest.raises(Exception, match="split: must be train, val"):
+        sd.dataset(tiny, split="dev")
+
+
+@pytest.mark.parametrize("fmt", ["jpg", "webp"])
+def test_any_image_format_loads(tmp_path, fmt):
+    import synthfer.data as sd
+
+    out = _build(tmp_path / fmt, fmt)
+    images = [x for x, _ in sd.dataset(out, split="train", shuffle=False)]
+    assert len(images) == _accepted(out)["train"] and images[0].shape == (3, 24, 24)
+
+
+def test_the_shuffle_mixes_identities_like_a_uniform_shuffle(tmp_path):
+    import sys
+
+    from synthfer.build import build
+    from synthfer.recipe import load_recipe
+    sys.path.insert(0, str(REPO / "bench"))
+    from shuffle_mix import measure
+    (tmp_path / "r.yaml").write_text("seed: 2\nidentities: {count: 24}\n"
+                                     "targets: {classes: [neutral, happy, sad, anger], intensities: [1.0]}\n"
+                                     "output: {dir: out, samples_per_shard: 4, image: {format: png, size: 8}, "
+                                     "splits: {train: 1.0, val: 0.0, test: 0.0}}\nexecution: {device: cpu}\n")
+    build(load_recipe(tmp_path / "r.yaml"))
+    r = measure(str(tmp_path / "out"), "train", batch=16, passes=3)   # 24 identities, one per shard
+    assert r["in_order"] <= 4.0 < r["uniform"]
+    assert r["synthfer_data"] >= 0.9 * r["uniform"]
+
+
+def test_the_readme_training_example_runs(tiny, tmp_path):
+    text = (REPO / "README.md").read_text()
+    start = text.index("## Training\n")
+    section = text[start:text.index("\n## ", start + 3)]
+    block = [b for b in re.findall(r"```python\n(.*?)```", section, re.S) if "optimizer" in b][0]
+    printed = io.StringIO()
+    exec(compile(block.replace('"out/demo"', repr(str(tiny))), "README", "exec"),
+         {"print": lambda *a: printed.write(" ".join(map(str, a)))})
+    assert printed.getvalue().startswith("last batch loss ")
+
+
+# ---------------------------------------------------------------- exports
+
+
+def test_imagefolder_export_round_trips(tiny, tmp_path, cli):
+    result = cli("export", tiny, tmp_path / "if", "--format", "imagefolder")
+    assert result.exit_code == 0, result.output
+    rows = {r["key"]: r for r in pq.read_table(tiny / "manifest.parquet").to_pylist() if r["status"] == "accepted"}
+    files = [p for p in (tmp_path / "if").rglob("*.png")]
+    assert len(files) == len(rows)
+    for p in files:
+        split, cls, name = p.relative_to(tmp_path / "if").parts
+        row = rows[name.split(".")[0]]
+        assert (split, cls) == (row["split"], row["class"])
+        assert hashlib.sha256(p.read_bytes()).hexdigest() == row["image_sha256"]
+    again = cli("export", tiny, tmp_path / "if", "--format", "imagefolder")
+    assert again.exit_code == 2 and "is not empty" in again.stderr
+    before = {str(p): p.read_bytes() for p in (tmp_path / "if").rglob("*") if p.is_file()}
+    assert cli("export", tiny, tmp_path / "if", "--format", "imagefolder", "--force").exit_code == 0
+    assert {str(p): p.read_bytes() for p in (tmp_path / "if").rglob("*") if p.is_file()} == before   # idempotent
+
+
+def test_affectnet_csv_export_round_trips(tiny, tmp_path, cli):
+    assert cli("export", tiny, tmp_path / "an", "--format", "affectnet-csv").exit_code == 0
+    rows = {r["key"]: r for r in pq.read_table(tiny / "manifest.parquet").to_pylist() if r["status"] == "accepted"}
+    affectnet = {"neutral": 0, "happy": 1, "sad": 2, "anger": 6}
+    seen = 0
+    for split, name in (("train", "training.csv"), ("val", "validation.csv"), ("test", "test.csv")):
+        with open(tmp_path / "an" / name) as f:
+            table = list(csv.DictReader(f))
+        assert list(table[0]) == ["subDirectory_filePath", "face_x", "face_y", "face_width", "face_height",
+                                  "facial_landmarks", "expression", "valence", "arousal"]
+        for line in table:
+            key = Path(line["subDirectory_filePath"]).stem
+            row = rows[key]
+            assert row["split"] == split and int(line["expression"]) == affectnet[row["class"]]
+            assert float(line["valence"]) == row["target_valence"] and int(line["face_width"]) == row["width"]
+            data = (tmp_path / "an" / "images" / line["subDirectory_filePath"]).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == row["image_sha256"]
+            seen += 1
+    assert seen == len(rows)
+
+
+def test_affectnet_export_needs_affectnet_classes(cli, tmp_path):
+    from tests.conftest import SMALL
+    (tmp_path / "r.yaml").write_text(SMALL)
+    assert cli("build", tmp_path / "r.yaml", "-q").exit_code == 0
+    result = cli("export", tmp_path / "out", tmp_path / "x", "--format", "affectnet-csv")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: --format affectnet-csv: class '(none)' has no AffectNet expression index")
+
+
+# ---------------------------------------------------------------- card, licence, format 1
+
+
+def test_the_card_licence_follows_the_weights(tiny, tmp_path):
+    from synthfer.card import licence
+    text = (tiny / "README.md").read_text()
+    front = text.split("---\n")[1]
+    assert "license: mit\n" in front and "commercial_use: true" in front
+    assert "- split: validation\n    path: data/val-*.tar" in front
+    nc = licence([{"role": "generator", "kind": "stylegan2", "commercial": False, "note": "NVIDIA SCL-NC"},
+                  {"role": "va", "kind": "onnx", "commercial": None, "note": "check"}])
+    assert nc["id"] == "other" and nc["commercial_use"] is False and "NVIDIA SCL-NC" in nc["reason"]
+    unknown = licence([{"role": "va", "kind": "onnx", "commercial": None, "note": "check its terms"}])
+    assert unknown["id"] == "other" and unknown["commercial_use"] is None
+
+
+def test_a_card_of_real_weights_is_non_commercial(cli, tmp_path):
+    from tests import checkpoint_files as cf
+    cf.write_rosinality_pt(tmp_path / "g.pt", cf.random_generator())
+    cf.write_emostyle_pt(tmp_path / "e.pt", cf.random_editor())
+    (tmp_path / "r.yaml").write_text(TINY.replace("FORMAT", "png").replace(
+        "models: {quality: {kind: builtin}, va: {kind: builtin}}",
+        "models: {generator: {kind: stylegan2, checkpoint: g.pt}, editor: {kind: emostyle, checkpoint: e.pt}, "
+        "quality: {kind: builtin}, va: {kind: builtin}}"))
+    result = cli("build", tmp_path / "r.yaml", "-q")
+    assert result.exit_code == 0, result.output
+    front = (tmp_path / "out" / "README.md").read_text().split("---\n")[1]
+    assert "license: other\nlicense_name: non-commercial\n" in front and "commercial_use: false" in front
+
+
+def test_format_1_outputs_are_read_and_a_build_asks_to_rebuild_them(cli, tmp_path):
+    v1 = tmp_path / "v1"
+    shutil.copytree(FIXTURES / "v1-output", v1)
+    assert cli("verify", v1).exit_code == 0
+    report = cli("report", v1)
+    assert report.exit_code == 0 and (v1 / "report" / "report.html").exists()
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(TINY.replace("FORMAT", "png"))
+    refused = cli("build", recipe, "-q", "--output", v1)
+    assert refused.exit_code == 2
+    assert refused.stderr.startswith(f"Error: {v1}: a format-1 output (synthfer 0.1); this synthfer writes format 2:")
+    assert cli("build", recipe, "-q", "--output", v1, "--mode", "overwrite").exit_code == 0
+    assert not (v1 / "shards").exists() and (v1 / "data").is_dir() and (v1 / "HOW.md").exists()
+    assert cli("verify", v1).exit_code == 0
+    np.testing.assert_equal(json.loads((v1 / "run.json").read_text())["format_version"], 2)
