@@ -109,13 +109,48 @@ def test_synthfer_data_reads_every_split_with_more_workers_than_shards(tiny):
         sd.dataset(tiny, split="dev")
 
 
+@pytest.fixture(scope="module")
+def by_format(tiny, tmp_path_factory):
+    built = {"png": tiny}
+
+    def get(fmt):
+        if fmt not in built:
+            built[fmt] = _build(tmp_path_factory.mktemp(fmt), fmt)
+        return built[fmt]
+    return get
+
+
 @pytest.mark.parametrize("fmt", ["jpg", "webp"])
-def test_any_image_format_loads(tmp_path, fmt):
+def test_any_image_format_loads(by_format, fmt):
     import synthfer.data as sd
 
-    out = _build(tmp_path / fmt, fmt)
+    out = by_format(fmt)
     images = [x for x, _ in sd.dataset(out, split="train", shuffle=False)]
     assert len(images) == _accepted(out)["train"] and images[0].shape == (3, 24, 24)
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpg", "webp"])
+def test_the_readme_ways_in_work_for_every_image_format(by_format, fmt, tmp_path, monkeypatch):
+    pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf" / "datasets"))
+    out = by_format(fmt)
+    text = (REPO / "README.md").read_text()
+    start = text.index("## Training\n")
+    section = text[start:text.index("\n## ", start + 3)]
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", section, re.S) if "optimizer" not in b]
+    assert len(blocks) == 3
+    for block in blocks:
+        assert len(block.strip().splitlines()) < 10
+        scope = {}
+        exec(compile(block.replace('"out/demo', '"' + str(out)), "README", "exec"), scope)
+        if "loader" in scope:        # synthfer.data
+            assert scope["images"].shape[1:] == (3, 64, 64) and scope["va"].shape[1] == 2
+        elif "row" in scope:         # Hugging Face datasets
+            assert scope["image"].size == (24, 24) and scope["label"]["status"] == "accepted"
+        else:                        # raw webdataset
+            image, label = next(iter(scope["ds"]))
+            assert image.size == (24, 24) and label["split"] == "train"
 
 
 def test_the_shuffle_mixes_identities_like_a_uniform_shuffle(tmp_path):
