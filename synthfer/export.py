@@ -114,8 +114,11 @@ def _affectnet_index(rows: list[dict]) -> dict[str, int]:
     known = class_table()["classes"]
     index = {}
     for cls in sorted({r["class"] or "" for r in rows if r["status"] == "accepted"}):
+        if not cls:
+            raise UsageError("--format affectnet-csv: the output has no classes (built without targets.classes); "
+                             "it needs AffectNet classes (targets.classes: affectnet8, basic7 or their names)")
         if cls not in known:
-            raise UsageError(f"--format affectnet-csv: class {cls or '(none)'!r} has no AffectNet expression index; "
+            raise UsageError(f"--format affectnet-csv: class {cls!r} has no AffectNet expression index; "
                              f"it needs AffectNet classes (targets.classes: affectnet8, basic7 or their names)")
         index[cls] = known[cls]["affectnet_index"]
     return index

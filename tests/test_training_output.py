@@ -229,7 +229,7 @@ def test_affectnet_export_needs_affectnet_classes(cli, tmp_path):
     assert cli("build", tmp_path / "r.yaml", "-q").exit_code == 0
     result = cli("export", tmp_path / "out", tmp_path / "x", "--format", "affectnet-csv")
     assert result.exit_code == 2
-    assert result.stderr.startswith("Error: --format affectnet-csv: class '(none)' has no AffectNet expression index")
+    assert result.stderr.startswith("Error: --format affectnet-csv: the output has no classes (built without targets.classes)")
 
 
 # ---------------------------------------------------------------- card, licence, format 1
