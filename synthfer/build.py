@@ -8,11 +8,14 @@ from committed shards only, write run.json.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
+
+import pyarrow.compute as pc
 
 from synthfer import signals, summary
 from synthfer.errors import ModelFileError, OutputError, QuotaNotMetError, ShardsFailedError, UsageError
@@ -282,8 +285,11 @@ def _finalize(loaded, plan, store, fingerprint, shard_fingerprint, model_info, o
     )
     if len(parts) == len(plan.shards):
         result.warnings = summary.warnings(result, loaded.recipe)
-    present = sorted({s.split for s in plan.shards if s.index in committed})
-    store.folder.write(store.layout.card, card(loaded, result, model_info, licence_notes(loaded), store.layout, present))
+    # Splits the card lists: those with an accepted image (`datasets` refuses a split with no rows).
+    present = sorted(set(table.filter(pc.equal(table["status"], "accepted"))["split"].to_pylist()))
+    content_id = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12]   # the parts' sha256s cover every row
+    store.folder.write(store.layout.card, card(loaded, result, model_info, licence_notes(loaded), store.layout, present,
+                                               content_id))
     store.folder.write(store.layout.run_json, _json(summary.run_info(loaded, fingerprint, model_info, result)))
     return result
 

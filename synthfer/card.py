@@ -38,7 +38,12 @@ def licence(notes: list[dict]) -> dict:
             "reason": "made only with weights open for commercial use (synthfer's builtin stand-ins are MIT)"}
 
 
-def card(loaded, result, model_info: dict, notes: list[dict], layout: Layout, splits_present: list[str]) -> bytes:
+def card(loaded, result, model_info: dict, notes: list[dict], layout: Layout, splits_present: list[str],
+         content_id: str) -> bytes:
+    """The card's bytes. content_id names the data (a digest of the committed shards): it is the
+    config's name because Hugging Face `datasets` keys its cache of a folder with `configs` by the
+    folder's name, the config's name and the data_files *patterns*, not the files; under the name
+    "default" a rebuilt output would load the earlier build's cached rows."""
     recipe = loaded.recipe
     lic = licence(notes)
     size = result.by_status.get("accepted", 0)
@@ -49,7 +54,7 @@ def card(loaded, result, model_info: dict, notes: list[dict], layout: Layout, sp
         "task_categories": ["image-classification"],
         "tags": ["synthetic", "facial-expression-recognition", "valence-arousal", "stylegan2", "emostyle"],
         "size_categories": [_size_category(size)],
-        "configs": [{"config_name": "default", "data_files": [
+        "configs": [{"config_name": f"synthfer-{content_id}", "default": True, "data_files": [
             {"split": HF_SPLITS[s], "path": layout.split_pattern(s)} for s in SPLITS if s in splits_present]}],
         "synthfer": {
             "version": synthfer.__version__, "format_version": layout.version,
@@ -100,7 +105,7 @@ def _body(loaded, result, model_info: dict, notes: list[dict], lic: dict) -> str
               f"{recipe.targets.intensities}; filters: {', '.join(rules) or 'none'}"
               + (f"; quota {recipe.targets.quota} accepted per {unit} ({result.rounds} top-up rounds)"
                  if recipe.targets.quota else "") + ". Splits are by identity (no person is in two splits). "
-              f"`run.json` holds the whole resolved recipe.", ""]
+              "`run.json` holds the whole resolved recipe.", ""]
     lines += [f"## Contents: accepted images per {unit} and split", "",
               f"| {unit} | train | validation | test | passed filters / planned |", "|---|---|---|---|---|"]
     for u, splits in sorted(result.by_class.items()):

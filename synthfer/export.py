@@ -69,6 +69,8 @@ def export(out, fmt: str, dest: str | Path, force: bool = False, storage_options
         for index, marker in sorted(store.committed().items()):
             split = marker.get("split", "")
             rel = layout.tar(index, split)
+            if fmt == "affectnet-csv":
+                tables.setdefault(split, [])   # a split whose images were all rejected still gets its CSV
             if rel not in (marker.get("files") or {}):
                 continue
             items = []

@@ -24,7 +24,7 @@ from tests.conftest import FIXTURES, REPO
 # 6 identities, one per shard: train, val, test, train, train, train; quality and VA filters
 TINY = """\
 name: tiny
-seed: 11
+seed: 12
 identities: {count: 6}
 targets: {classes: [neutral, happy, sad, anger], intensities: [1.0]}
 models: {quality: {kind: builtin}, va: {kind: builtin}}
@@ -64,10 +64,16 @@ def test_layout_names_shards_by_split_and_hides_bookkeeping(tiny):
     assert json.loads((tiny / "run.json").read_text())["format_version"] == 2
 
 
-def test_load_dataset_gives_the_three_splits_and_no_rejected_row(tiny, tmp_path, monkeypatch):
+def _hf_cache(tmp_path, monkeypatch):
+    """A cache of this test's own: `datasets` reads HF_HOME once, at import."""
     datasets = pytest.importorskip("datasets")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf" / "datasets"))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf" / "datasets")
+    return datasets
+
+
+def test_load_dataset_gives_the_three_splits_and_no_rejected_row(tiny, tmp_path, monkeypatch):
+    datasets = _hf_cache(tmp_path, monkeypatch)
     ds = datasets.load_dataset(str(tiny))
     wanted = _accepted(tiny)
     assert {k: len(v) for k, v in ds.items()} == {"train": wanted["train"], "validation": wanted["val"],
@@ -76,6 +82,29 @@ def test_load_dataset_gives_the_three_splits_and_no_rejected_row(tiny, tmp_path,
     assert ds["train"].features["json"]["class_id"].dtype == "int64"
     streamed = datasets.load_dataset(str(tiny), streaming=True)
     assert sum(1 for _ in streamed["test"]) == wanted["test"]
+
+
+def test_a_rebuilt_output_is_not_served_from_the_cache_of_the_old_one(tmp_path, monkeypatch):
+    """`datasets` caches a folder with `configs` by folder name, config name and patterns: the
+    card names its config after the data, so another build in the same folder is read afresh."""
+    datasets = _hf_cache(tmp_path, monkeypatch)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "recipe.yaml").write_text(TINY.replace("FORMAT", "png").replace("seed: 12", "seed: 11"))
+    from synthfer.build import build
+    from synthfer.recipe import load_recipe
+
+    build(load_recipe(tmp_path / "a" / "recipe.yaml"))
+    first = tmp_path / "a" / "out"
+    assert _accepted(first)["val"] == 0          # this seed's val images were all rejected:
+    loaded = datasets.load_dataset(str(first))   # the card leaves the empty split out
+    assert set(loaded) == {"train", "test"}
+    seeds = {row["identity_seed"] for row in loaded["train"]["json"]}
+    (tmp_path / "a" / "recipe.yaml").write_text(TINY.replace("FORMAT", "png").replace("seed: 12", "seed: 13"))
+    build(load_recipe(tmp_path / "a" / "recipe.yaml"), mode="overwrite")
+    again = {row["identity_seed"] for row in datasets.load_dataset(str(first))["train"]["json"]}
+    manifest = {r["identity_seed"] for r in pq.read_table(first / "manifest.parquet").to_pylist()
+                if r["status"] == "accepted" and r["split"] == "train"}
+    assert again == manifest and again.isdisjoint(seeds)
 
 
 def test_a_default_collate_batches_every_label_field(tiny):
@@ -131,9 +160,7 @@ def test_any_image_format_loads(by_format, fmt):
 
 @pytest.mark.parametrize("fmt", ["png", "jpg", "webp"])
 def test_the_readme_ways_in_work_for_every_image_format(by_format, fmt, tmp_path, monkeypatch):
-    pytest.importorskip("datasets")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf" / "datasets"))
+    _hf_cache(tmp_path, monkeypatch)
     out = by_format(fmt)
     text = (REPO / "README.md").read_text()
     start = text.index("## Training\n")
