@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,35 @@ from synthfer.models.formats import Weights
 from synthfer.models.formats.nvlabs_pickle import refused_global
 
 
+def load_object(path: Path) -> Any:
+    """What a `torch.save` file holds, read with `weights_only=True` (plus argparse.Namespace),
+    memory-mapped when it is in torch's zip format. Every model whose checkpoints are torch files
+    (generators, editors, EmoNet, MagFace) reads them through this; problems are one-line
+    ModelFileErrors naming the file."""
+    path = Path(path)
+    try:
+        mapped = zipfile.is_zipfile(path)
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: file not found") from None
+    except OSError as err:
+        raise ModelFileError(f"{path}: cannot read: {err.strerror or err}") from None
+    if not mapped and head == b"PK":
+        raise ModelFileError(f"{path}: truncated or damaged (a zip archive without its index)")
+    if not mapped and head[:1] != b"\x80":
+        raise ModelFileError(f"{path}: not a PyTorch checkpoint (neither a torch zip archive nor a pickle)")
+    return _load(path)
+
+
 def _load(path: Path) -> Any:
+    # mmap: only the tensors a loader copies out are read. An EmoStyle training checkpoint holds
+    # the editor's weights plus two Adam states (1.46 GB at full size for 293 MB of weights);
+    # reading it whole cost every worker that peak (bench/editor_load_memory.py). Files saved
+    # before torch's zip format cannot be mapped and are read whole.
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as err:
         refused = refused_global(err)
         if refused:
