@@ -288,7 +288,7 @@ def phase_c(args) -> dict:
         return OnnxModel(read_onnx(builtin_model_path(role)), f"builtin {role} model", role, spec.preprocess.size,
                          str(device))
 
-    assessor = Assessor(onnx("quality", q), q, onnx("va", va), va)
+    assessor = Assessor(onnx("quality", q), q, [(onnx("va", va), va)])
     images_dir = folder / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     rng = torch.Generator(device="cpu").manual_seed(0)

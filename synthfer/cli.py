@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from synthfer import __version__, circumplex
-from synthfer.errors import EXIT_INTERNAL, SynthferError, first_line
-
-ISSUES_URL = "https://github.com/synthfer/synthfer/issues"
+from synthfer.cli_common import ISSUES_URL, RecipeArg, SetOpt, _guard, out, set_debug  # noqa: F401
 
 app = typer.Typer(
     help="Build synthetic facial-expression datasets (StyleGAN2 + EmoStyle) from a YAML recipe.",
@@ -27,45 +24,6 @@ app = typer.Typer(
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-out = Console(highlight=False, soft_wrap=True)
-
-RecipeArg = typer.Argument(..., metavar="RECIPE", help="Path to the recipe YAML file.", show_default=False)
-SetOpt = typer.Option(None, "--set", metavar="FIELD=VALUE",
-                      help="Override a recipe field (dotted path, YAML value), e.g. --set identities.count=10. Repeatable.")
-
-
-_debug = False  # --debug: show the traceback of an unexpected error
-
-
-def _guard(fn: Callable[[], int | None]) -> None:
-    """Run a command body; turn every error into one-line messages and a documented exit code.
-    SynthferError: its message and code. OSError (a file system can cause one anywhere):
-    `Error: FILE: reason`, exit 1. Anything else is a bug: one line, "please report", exit 70;
-    the traceback only with --debug."""
-    try:
-        code = fn()
-    except SynthferError as err:
-        for line in err.lines():
-            sys.stderr.write(f"Error: {line}\n")
-        raise typer.Exit(err.exit_code) from None
-    except KeyboardInterrupt:
-        sys.stderr.write("Error: interrupted\n")
-        raise typer.Exit(130) from None
-    except OSError as err:
-        if _debug:
-            raise
-        where = f"{err.filename}: " if err.filename else ""
-        sys.stderr.write(f"Error: {where}{err.strerror or first_line(err)}\n")
-        raise typer.Exit(1) from None
-    except Exception as err:  # noqa: BLE001 - the last resort: never a traceback for a user
-        if _debug:
-            raise
-        sys.stderr.write(f"Error: internal error ({type(err).__name__}: {first_line(err)}); please report it at "
-                         f"{ISSUES_URL} with the command you ran (--debug shows the traceback)\n")
-        raise typer.Exit(EXIT_INTERNAL) from None
-    raise typer.Exit(code or 0)
-
-
 def _version(value: bool):
     if value:
         out.print(f"synthfer {__version__}")
@@ -82,8 +40,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     3 some shards failed, 4 quota not met, 5 warnings with --strict, 70 internal error (please
     report), 75 output locked by another build, 130 / 143 interrupted by SIGINT / SIGTERM.
     """
-    global _debug
-    _debug = debug
+    set_debug(debug)
 
 
 @app.command()
@@ -286,61 +243,9 @@ def emotions():
     out.print(table)
 
 
-models_app = typer.Typer(help="Inspect, convert and check model weight files.", no_args_is_help=True)
+from synthfer.cli_models import models_app  # noqa: E402  (the `synthfer models ...` commands)
+
 app.add_typer(models_app, name="models")
-
-
-@models_app.command("info")
-def models_info(file: Path = typer.Argument(..., metavar="FILE", help="A generator or editor weights file.")):
-    """Show a weights file's format, architecture, resolution, parameters and sha256 (loads it safely)."""
-    def body():
-        from synthfer.models.checkpoints import inspect
-
-        info = inspect(file)
-        table = Table(title=str(file), show_header=False)
-        table.add_column("field")
-        table.add_column("value", overflow="fold")
-        for key, value in info.items():
-            table.add_row(key, f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value))
-        out.print(table)
-    _guard(body)
-
-
-@models_app.command("convert")
-def models_convert(
-    src: Path = typer.Argument(..., metavar="IN", help="Weights in any supported format (.pkl, .pt, .safetensors)."),
-    dst: Path = typer.Argument(..., metavar="OUT", help="Where to write the .safetensors file."),
-):
-    """Convert weights once to safetensors (config in the metadata), so later builds never unpickle."""
-    def body():
-        from synthfer.errors import UsageError
-        from synthfer.models.checkpoints import convert
-
-        if dst.suffix != ".safetensors":
-            raise UsageError(f"{dst}: the output name must end in .safetensors")
-        info = convert(src, dst)
-        out.print(f"wrote {dst}: {info.get('architecture', 'model')}, {info.get('parameters', 0):,} parameters, "
-                  f"sha256 {info.get('sha256', '?')}")
-    _guard(body)
-
-
-@models_app.command("check")
-def models_check(recipe: Path = RecipeArg, overrides: Optional[List[str]] = SetOpt):
-    """Load every model of a recipe, check they fit together, and show their licence notes."""
-    def body():
-        from synthfer.models.load import check_fit, licence_notes, load_models
-        from synthfer.recipe import load_recipe
-
-        loaded = load_recipe(recipe, overrides or [])
-        models = load_models(loaded)
-        for line in check_fit(loaded, models):
-            out.print(line)
-        for role, ident in models.identities.items():
-            out.print(f"{role}: {ident}")
-        for note in licence_notes(loaded):
-            flag = {True: "ok for commercial use", False: "NON-COMMERCIAL", None: "check the terms"}[note["commercial"]]
-            out.print(f"licence {note['role']} ({note['kind']}): [{flag}] {note['note']}", markup=False)
-    _guard(body)
 
 
 def _open_output(location: str):

@@ -57,6 +57,13 @@ class OutputError(SynthferError):
     exit_code = 1
 
 
+class DownloadError(SynthferError):
+    """`models fetch` could not download or verify a file (HTTP status, connection, proxy,
+    timeout, hash mismatch, disk full); nothing half-written is left under the file's name."""
+
+    exit_code = 1
+
+
 class WorkerError(SynthferError):
     """A worker (process, Ray actor) could not start or sees other inputs than the build
     (e.g. other weight files on a node). The same class, so the same exit code, whatever the

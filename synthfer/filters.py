@@ -59,6 +59,7 @@ class Band(Thresholds):
 class Filters(Thresholds):
     min_quality: float | None = None                  # on models.quality.quality_scale
     min_identity_similarity: float | None = Field(None, ge=-1, le=1)  # cosine to the identity's neutral
+    max_va_disagreement: float | None = Field(None, gt=0)  # several VA estimators: largest distance between two
     failure_bands: list[Band] = []
 
     @model_validator(mode="after")
@@ -194,8 +195,22 @@ class VAMagnitude(_VALimit):
     field, limit, column = "max_magnitude_error", "va_magnitude", "magnitude_error"
 
 
+class VADisagreement(_Threshold):
+    """The estimators of models.va (a list) disagree about the image: its label is uncertain
+    whichever of them is right."""
+    reason, short, meaning = "va_disagreement", "DIS", "VA estimators further apart than filters.max_va_disagreement"
+    field, needs, score, neutral_too = "max_va_disagreement", "va_consensus", "va_disagreement", False
+
+    def check(self, subject, scores):
+        if subject.target.is_neutral:
+            return None
+        value = scores.va_disagreement
+        return self.reason if is_number(value) and value > self.threshold else None
+
+
 # The order of reasons in a rejected row.
-RULES: list[type[Rule]] = [NonFinite, LowQuality, IdentityDrift, FailureBand, VADirection, VADistance, VAMagnitude]
+RULES: list[type[Rule]] = [NonFinite, LowQuality, IdentityDrift, FailureBand, VADirection, VADistance, VAMagnitude,
+                           VADisagreement]
 
 
 def register(rule: type[Rule]) -> type[Rule]:
@@ -224,6 +239,7 @@ NEEDS_MESSAGES = {
     "quality": "needs models.quality (e.g. {kind: builtin})",
     "embedding": "needs models.quality with output: embedding (identity is the embedding's direction)",
     "va": "needs models.va (e.g. {kind: builtin})",
+    "va_consensus": "needs two or more VA estimators (models.va as a list)",
 }
 
 

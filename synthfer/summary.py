@@ -114,10 +114,11 @@ def models_info(loaded: LoadedRecipe, models) -> dict:
                    "file": recipe_models["editor"].get("checkpoint"),
                    "parameters": _parameters(e)},
     }
-    for role in ("quality", "va"):
-        model = getattr(models, role)
-        if model is not None:
-            out[role] = {"file_sha256": models.files[role], "file": str(model.label)}
+    if models.quality is not None:
+        out["quality"] = {"file_sha256": models.files["quality"], "file": str(models.quality.label)}
+    va_slots = [slot.name for slot in loaded.model_slots() if slot.role == "va"]
+    for slot, model in zip(va_slots, models.va):
+        out[slot] = {"file_sha256": models.files[slot], "file": str(model.label)}
     return out
 
 

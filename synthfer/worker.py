@@ -25,6 +25,7 @@ from synthfer.models.load import LoadedModels, load_models
 from synthfer.models.stylegan2 import to_uint8
 from synthfer.plan import Plan, Sample, Shard
 from synthfer.recipe import LoadedRecipe, Recipe
+from synthfer.recipe.schema import va_specs
 from synthfer.stages import identities
 from synthfer.stages.assess import Assessor, scores_of
 
@@ -63,7 +64,7 @@ class Worker:
         self.recipe, self.plan, self.models, self.fingerprint = recipe, plan, models, fingerprint
         self.store = store
         self.decider = Decider(recipe.filters)
-        self.assessor = Assessor(models.quality, recipe.models.quality, models.va, recipe.models.va)
+        self.assessor = Assessor(models.quality, recipe.models.quality, list(zip(models.va, va_specs(recipe.models))))
         self.writer = ShardWriter(recipe, fingerprint, store)
 
     @classmethod
@@ -172,7 +173,7 @@ class Worker:
                                      len(c.reused.pixels))
         measured = self.assessor.measure(c.pixels, self.recipe.execution.batch_size)
         targets = [c.samples[i].target for i in c.todo]
-        scores = scores_of(targets, c.idents, measured, self.models.quality is not None, self.models.va is not None)
+        scores = scores_of(targets, c.idents, measured, self.models.quality is not None, bool(self.models.va))
         pixels = c.pixels.cpu().numpy()
         generated = {i: k for k, i in enumerate(c.todo)}
         judged = []

@@ -13,7 +13,7 @@ def test_models_check_shows_fit_and_licences(cli, write_recipe):
     result = cli("models", "check", write_recipe(SMALL + "models: {quality: {kind: builtin}, va: {kind: builtin}}\n"))
     assert result.exit_code == 0, result.output
     assert "editor: 10 layers of 128: they fit" in result.stdout
-    assert "va: crop 51x51 px of the 64 px frame, upscaled to 256 (nearest, rgb)" in result.stdout
+    assert "va: crop 51x51 px (rows 6:57, columns 6:57) of the 64 px frame, upscaled to 256 (nearest, rgb)" in result.stdout
     assert result.stdout.count("licence ") == 4
 
 

@@ -177,10 +177,21 @@ def test_deterministic_and_stale_files_removed(hand):
     assert b"Software" not in data["circumplex.png"] and b"matplotlib" not in data["circumplex.png"]
 
 
-def test_protocol_recipes_are_valid():
+def test_protocol_recipes_are_valid(tmp_path, monkeypatch):
+    from synthfer.errors import RecipeError
+    from synthfer.recipe import load_recipe
+
+    monkeypatch.setenv("SYNTHFER_MODELS_DIR", str(tmp_path))
+    with pytest.raises(RecipeError) as err:   # protocol-emostyle's weights are fetched, not in the repository
+        load_recipe(REPO / "recipes" / "protocol-emostyle.yaml")
+    assert [p.split(": registry:")[1].split(":")[0] for p in err.value.problems] == [
+        "ffhq", "emostyle-editor", "magface-iresnet100", "emonet-8"]
+    assert all(p.endswith("`") and "run `synthfer models fetch " in p for p in err.value.problems)
     for name in ("protocol.yaml", "protocol-emostyle.yaml"):
-        # the schema only: protocol-emostyle's weights are not in the repository
-        recipe = Recipe.model_validate(yaml.safe_load((REPO / "recipes" / name).read_text()))
+        data = yaml.safe_load((REPO / "recipes" / name).read_text())
+        data["models"] = {role: {"kind": "builtin"} for role in ("quality", "va")} if name == "protocol-emostyle.yaml" \
+            else data["models"]
+        recipe = Recipe.model_validate(data)
         assert recipe.targets.emotions == "all" and recipe.targets.intensities == [0.33, 0.66, 1.0]
         assert recipe.targets.neutral and recipe.filters.va_limits() == {} and not recipe.filters.failure_bands
         assert recipe.filters.min_quality is None and recipe.filters.min_identity_similarity is None

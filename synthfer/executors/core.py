@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from synthfer import errors
-from synthfer.errors import InterruptedBuild, LockedError, OutputError, WorkerError, first_line
+from synthfer.errors import InterruptedBuild, LockedError, ModelFileError, OutputError, WorkerError, first_line
 
 # Retrying cannot help with these: stop the build, committed shards stay valid.
 FATAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS,
                 errno.ELOOP, errno.ENOTDIR}   # the last two: a link or file where an output folder should be
-_FATAL_CLASSES = (LockedError, WorkerError, OutputError)
+_FATAL_CLASSES = (LockedError, WorkerError, OutputError, ModelFileError)   # a model file is wrong for every shard
 
 
 @dataclass(frozen=True)

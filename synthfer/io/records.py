@@ -52,36 +52,46 @@ class Scores:
     valence_error: Score = NOT_MEASURED
     arousal_error: Score = NOT_MEASURED
     distance_error: Score = NOT_MEASURED
+    # Several VA estimators (models.va a list): pred_valence/arousal are their mean, and
+    va_disagreement: Score = NOT_MEASURED       # the largest distance between two of their predictions
+    pred_valence_each: tuple = ()               # each estimator's valence (clamped; None if non-finite),
+    pred_arousal_each: tuple = ()               # in models.va order; empty without models.va
 
     @property
     def non_finite(self) -> bool:
-        return any(getattr(self, f.name) is NON_FINITE for f in fields(self))
+        return any(getattr(self, name) is NON_FINITE for name in NUMBER_SCORES)
 
     def number(self, name: str) -> float | None:
         value = getattr(self, name)
         return value if is_number(value) else None
 
-    def columns(self) -> dict[str, float | None]:
-        return {f.name: self.number(f.name) for f in fields(self)}
+    def columns(self) -> dict[str, float | list | None]:
+        out: dict = {name: self.number(name) for name in NUMBER_SCORES}
+        out.update({name: list(getattr(self, name)) for name in LIST_SCORES})
+        return out
 
     def flags(self) -> list[str]:
         """`name:undefined` / `name:non_finite` for each score that is null for one of those
         reasons (a null without a flag was not measured), so stored rows can be re-decided."""
-        return [f"{f.name}:{getattr(self, f.name).value}" for f in fields(self)
-                if getattr(self, f.name) in (UNDEFINED, NON_FINITE)]
+        return [f"{name}:{getattr(self, name).value}" for name in NUMBER_SCORES
+                if getattr(self, name) in (UNDEFINED, NON_FINITE)]
 
     @classmethod
     def from_columns(cls, row: dict, flags: list[str] | None = None) -> "Scores":
         """The Scores a manifest row (score columns + score_flags) was written from."""
         missing = {name: Missing(kind) for name, _, kind in (f.partition(":") for f in (flags or []))}
-        return cls(**{f.name: float(row[f.name]) if row.get(f.name) is not None
-                      else missing.get(f.name, NOT_MEASURED) for f in fields(cls)})
+        values: dict = {name: float(row[name]) if row.get(name) is not None else missing.get(name, NOT_MEASURED)
+                        for name in NUMBER_SCORES}
+        values.update({name: tuple(row.get(name) or ()) for name in LIST_SCORES})
+        return cls(**values)
 
     def with_(self, **values) -> "Scores":
         return replace(self, **values)
 
 
 SCORE_COLUMNS = tuple(f.name for f in fields(Scores))
+LIST_SCORES = ("pred_valence_each", "pred_arousal_each")             # list<float64> columns
+NUMBER_SCORES = tuple(n for n in SCORE_COLUMNS if n not in LIST_SCORES)  # float64 columns
 
 
 def _arrow(kind: str, column: str | None = None):
@@ -135,7 +145,8 @@ def arrow_schema():
     for f in fields(Row):
         kind = f.metadata.get("arrow", "string")
         if kind == "scores":
-            out += [(name, pa.float64()) for name in SCORE_COLUMNS]
+            out += [(name, pa.list_(pa.float64()) if name in LIST_SCORES else pa.float64())
+                    for name in SCORE_COLUMNS]
         else:
             out.append((f.metadata.get("column") or f.name, types[kind]))
     return pa.schema(out)

@@ -122,7 +122,8 @@ def _onnx_loader(role: str):
 
         path = _onnx_file(role, spec, ctx)
         label = f"builtin {role} model" if spec.kind == "builtin" else str(path)
-        return OnnxModel(read_onnx(path), label, role, spec.preprocess.size, str(ctx.device), spec.input_name)
+        return OnnxModel(read_onnx(path), label, role, spec.preprocess.size, str(ctx.device), spec.input_name,
+                         first_check=lambda model: _check_preset(role, spec, model))
     return load
 
 
@@ -135,25 +136,47 @@ def _onnx_sha(role: str):
 
 
 def _crop_fit(role: str, spec, models) -> list[str]:
+    from synthfer.stages.assess import crop_edges
+
     res = models["generator"].resolution
     left, top, right, bottom = spec.preprocess.crop
-    w, h = round((right - left) * res), round((bottom - top) * res)
+    x0, x1 = crop_edges(left, right, res, spec.preprocess.rounding)
+    y0, y1 = crop_edges(top, bottom, res, spec.preprocess.rounding)
+    w, h = x1 - x0, y1 - y0
     if min(w, h) < 8:
         raise ModelFileError(f"models.{role}.preprocess.crop: leaves {w}x{h} px of a {res} px frame; "
                              f"widen the crop box")
     size = spec.preprocess.size
     how = "downscaled" if min(w, h) > size else "upscaled" if min(w, h) < size else "as is"
-    return [f"{role}: crop {w}x{h} px of the {res} px frame, {how} to {size} "
+    return [f"{role}: crop {w}x{h} px (rows {y0}:{y1}, columns {x0}:{x1}) of the {res} px frame, {how} to {size} "
             f"({spec.preprocess.resample}, {spec.preprocess.channels})"]
 
 
+def _check_preset(role: str, spec, model) -> None:
+    """A block that names a preset must hold that preset's model: its I/O is checked against the
+    registry entry's, naming both, before anything else is said about the file."""
+    if getattr(spec, "preset", None):
+        from synthfer.models import catalog
+
+        catalog.check_expected(spec.preset, catalog.get(spec.preset), model.input_side,
+                               model.values_per_image(spec.output_name), f"models.{role}: {model.label}")
+
+
+def _preset_fit(role: str, spec, model) -> list[str]:
+    if not getattr(spec, "preset", None):
+        return []
+    from synthfer.models import catalog
+
+    return [f"{role}: preset {spec.preset} ({catalog.get(spec.preset).title})"]
+
+
 def _quality_fit(spec, model, models) -> list[str]:
-    return _crop_fit("quality", spec, models)
+    return _preset_fit("quality", spec, model) + _crop_fit("quality", spec, models)
 
 
 def _va_fit(spec, model, models) -> list[str]:
     model.check_output(spec.output_name, max(spec.valence_index, spec.arousal_index) + 1)
-    return _crop_fit("va", spec, models)
+    return _preset_fit("va", spec, model) + _crop_fit("va", spec, models)
 
 
 for _role, _spec, _fit in (("quality", specs.QualitySpec, _quality_fit), ("va", specs.VASpec, _va_fit)):

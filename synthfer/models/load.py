@@ -3,13 +3,14 @@ Files are opened only by the kinds' loaders (checkpoints.py, onnx.py)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from synthfer.errors import ModelFileError
 from synthfer.models import kinds as _kinds  # noqa: F401  (registers the shipped kinds)
 from synthfer.models.registry import ROLES, ModelContext, kind_of
+from synthfer.models.registry import spec_files as registry_files
 from synthfer.recipe import LoadedRecipe
 
 
@@ -18,10 +19,10 @@ class LoadedModels:
     generator: torch.nn.Module
     editor: torch.nn.Module
     device: torch.device
-    identities: dict[str, str]   # role -> what the fingerprint counts of the weights
-    files: dict[str, str]        # role -> what run.json records of the file (sha256, or the builtin's name)
+    identities: dict[str, str]   # slot (generator, ..., va or va.N) -> what the fingerprint counts of the weights
+    files: dict[str, str]        # slot -> what run.json records of the file (sha256, or the builtin's name)
     quality: object | None = None
-    va: object | None = None
+    va: list = field(default_factory=list)   # one model per VA estimator, in models.va order
 
     def by_role(self) -> dict:
         return {role: getattr(self, role) for role in ROLES}
@@ -43,58 +44,68 @@ def build_device(loaded: LoadedRecipe) -> torch.device:
     return resolve_device(ex.devices[0] if ex.devices else ex.device)
 
 
-def _specs(loaded: LoadedRecipe) -> dict:
-    return {role: getattr(loaded.recipe.models, role) for role in ROLES}
-
-
 def load_models(loaded: LoadedRecipe, device: str | None = None) -> LoadedModels:
     """The recipe's models on `device` (default: execution.devices[0], else execution.device),
     checked to fit together."""
     device = resolve_device(device) if device else build_device(loaded)
-    models: dict = {}
+    slots = loaded.model_slots()
+    by_slot: dict = {}
+    by_role: dict = {"quality": None, "va": []}
     contexts = {}
-    for role, spec in _specs(loaded).items():
-        if spec is None:
-            models[role] = None
-            continue
-        contexts[role] = ModelContext(loaded.resolve, device, models.get("generator"))
-        models[role] = kind_of(role, spec).load(spec, contexts[role])
-    for role, spec in _specs(loaded).items():
-        if spec is not None:
-            kind_of(role, spec).fit(spec, models[role], models)
-    identities, files = _hashes(loaded, contexts, models)
-    return LoadedModels(models["generator"], models["editor"], device, identities, files,
-                        models["quality"], models["va"])
-
-
-def _hashes(loaded: LoadedRecipe, contexts: dict, models: dict) -> tuple[dict, dict]:
+    for slot in slots:
+        contexts[slot.name] = ModelContext(loaded.resolve, device, by_role.get("generator"))
+        model = kind_of(slot.role, slot.spec).load(slot.spec, contexts[slot.name])
+        by_slot[slot.name] = model
+        if slot.role == "va":
+            by_role["va"].append(model)
+        else:
+            by_role[slot.role] = model
+    for slot in slots:
+        kind_of(slot.role, slot.spec).fit(slot.spec, by_slot[slot.name], by_role)
     identities, files = {}, {}
-    for role, spec in _specs(loaded).items():
-        if spec is None:
-            continue
-        kind = kind_of(role, spec)
-        files[role] = kind.file_hash(spec, contexts[role])
-        identities[role] = kind.weights_hash(spec, contexts[role], lambda role=role: models[role])
-    return identities, files
+    for slot in slots:
+        kind = kind_of(slot.role, slot.spec)
+        files[slot.name] = kind.file_hash(slot.spec, contexts[slot.name])
+        identities[slot.name] = kind.weights_hash(slot.spec, contexts[slot.name], lambda s=slot.name: by_slot[s])
+    return LoadedModels(by_role["generator"], by_role["editor"], device, identities, files,
+                        by_role["quality"], by_role["va"])
 
 
 def licence_notes(loaded: LoadedRecipe) -> list[dict]:
-    """One note per model of the recipe, from its kind's registry entry."""
+    """One note per model of the recipe, from its kind's registry entry (a registry file's own
+    entry when the recipe names one)."""
     notes = []
-    for role, spec in _specs(loaded).items():
-        if spec is not None:
-            lic = kind_of(role, spec).licence
-            notes.append({"role": role, "kind": spec.kind, "commercial": lic.commercial, "note": lic.note})
+    for slot in loaded.model_slots():
+        lic = kind_of(slot.role, slot.spec).licence
+        note = {"role": slot.name, "kind": slot.spec.kind, "commercial": lic.commercial, "note": lic.note}
+        entry = _registry_entry(slot.spec)
+        if entry is not None:
+            note.update(commercial=entry.commercial, note=f"{entry.name}: {entry.licence}"
+                        + (f" ({entry.licence_url})" if entry.licence_url else ""))
+        notes.append(note)
     return notes
+
+
+def _registry_entry(spec):
+    """The registry entry a model block names (registry:NAME file or preset), if any."""
+    from synthfer.models import catalog
+
+    for value in [getattr(spec, "preset", None), *registry_files(spec).values()]:
+        name = value[len(catalog.PREFIX):] if catalog.is_reference(value) else value
+        if name and name in catalog.entries():
+            return catalog.get(name)
+    return None
 
 
 def check_fit(loaded: LoadedRecipe, models: LoadedModels) -> list[str]:
     """What a user should know about how the models fit the recipe (problems raise instead)."""
     by_role = models.by_role()
     lines = []
-    for role, spec in _specs(loaded).items():
-        if spec is not None:
-            lines += kind_of(role, spec).fit(spec, by_role[role], by_role)
+    va = iter(models.va)
+    for slot in loaded.model_slots():
+        model = next(va) if slot.role == "va" else by_role[slot.role]
+        found = kind_of(slot.role, slot.spec).fit(slot.spec, model, by_role)
+        lines += [f"{slot.name}{line[len(slot.role):]}" if line.startswith(slot.role) else line for line in found]
     size, res = loaded.recipe.output.image.size, models.generator.resolution
     if size > res:
         lines.append(f"output.image.size {size} is larger than the generator's {res} px: images are upscaled")

@@ -61,7 +61,8 @@ class OnnxModel:
     """One onnxruntime session plus the facts the caller needs (input name, outputs, batch)."""
 
     def __init__(self, model_bytes: bytes, label: str, role: str, size: int, device: str = "cpu",
-                 input_name: str | None = None):
+                 input_name: str | None = None, first_check=None):
+        """first_check(model): raises before the input checks (a preset names what the file must be)."""
         import onnxruntime as ort
 
         assert role in ("quality", "va"), role
@@ -90,6 +91,8 @@ class OnnxModel:
         self.output_names: list[str] = [o.name for o in self.session.get_outputs()]
         batch = self._input.shape[0]
         self.fixed_batch: int | None = batch if isinstance(batch, int) and batch > 0 else None
+        if first_check is not None:
+            first_check(self)
         self._check_input()
 
     # ----------------------------------------------------------------------------------- load checks
@@ -125,6 +128,19 @@ class OnnxModel:
             names = ", ".join(f"'{n}'" for n in self.output_names)
             raise ModelFileError(f"{self.label}: {self.role} model has no output '{output}' (outputs: {names})")
         return self._outputs[output]
+
+    @property
+    def input_side(self) -> int | None:
+        """The input's static side in pixels (None when symbolic)."""
+        side = self._input.shape[-1]
+        return side if isinstance(side, int) else None
+
+    def values_per_image(self, output: str | None) -> int | None:
+        """The output's static width per image (None when any dimension is symbolic)."""
+        per_image = self._output(output).shape[1:]
+        if not all(isinstance(d, int) for d in per_image):
+            return None
+        return int(np.prod(per_image)) if per_image else 1
 
     def check_output(self, output: str | None, min_width: int) -> None:
         """Raise if `output` is unknown, or its per-image width is static and < min_width

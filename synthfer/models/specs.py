@@ -65,6 +65,7 @@ class Preprocess(Strict):
     scale: float = Field(1 / 255, gt=0)           # pixel values (0..255) are multiplied by this,
     mean: list[float] = [0.0, 0.0, 0.0]           # then (x - mean) / std per channel, in model order
     std: list[float] = [1.0, 1.0, 1.0]
+    rounding: Literal["nearest", "floor"] = "nearest"  # crop box edges in pixels; floor: EmoStyle's int()
 
     @field_validator("crop")
     @classmethod
@@ -88,14 +89,17 @@ class QualityPreprocess(Preprocess):
 
 
 class VAPreprocess(Preprocess):
-    """EmoNet as EmoStyle and the paper use it: central 80%, nearest resize to 256, RGB in [0, 1]."""
+    """EmoNet as EmoStyle and the paper use it: central 80% (edges at int(0.1 * side) and
+    int(0.9 * side)), nearest resize to 256, RGB in [0, 1]."""
     size: int = Field(256, ge=8, le=2048)
     resample: Literal["nearest", "bilinear", "bicubic", "area"] = "nearest"
+    rounding: Literal["nearest", "floor"] = "floor"
 
 
 class _OnnxSpec(_FileSpec):
     files: ClassVar[tuple[str, ...]] = ("path",)
-    path: str | None = None                           # .onnx file for kind onnx
+    preset: str | None = None                         # a registry entry whose I/O contract fills the rest
+    path: str | None = None                           # .onnx file for kind onnx, or registry:NAME
     input_name: str | None = None                     # needed only when the model has several inputs
     output_name: str | None = None                    # default: the model's first output
 

@@ -6,7 +6,6 @@ Every problem becomes one line `FILE:LINE: field.path: message`, collected into 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import stat
@@ -19,114 +18,14 @@ from pydantic import BaseModel, ValidationError
 
 from synthfer.blocks import PathErrors
 from synthfer.errors import RecipeError, UsageError
-from synthfer.io.folder import check_location, is_url, open_folder
-from synthfer.models import registry
-from synthfer.recipe.schema import FORMAT_VERSION, Recipe
-
-# Fingerprint keys that change only which rendered samples are kept, never a pixel: a build whose
-# recipe differs from its output's only here re-decides committed shards from their stored scores.
-DECISION_KEYS = ("recipe.filters.", "recipe.targets.quota:", "recipe.identities.max_count:",
-                 "recipe.output.keep_rejected:")
+from synthfer.io.folder import check_location, is_url
+from synthfer.models import catalog, registry
+from synthfer.recipe.loaded import DECISION_KEYS, LoadedRecipe, diff_inputs  # noqa: F401  (re-exported)
+from synthfer.recipe.schema import Recipe
 
 # YAML aliases can make a small file expand to billions of values ("billion laughs"); a recipe
 # never needs more than this many.
 MAX_VALUES = 100_000
-_ROLES = ("generator", "editor", "quality", "va")
-
-
-class LoadedRecipe:
-    """A validated recipe plus where it came from: file, folder for relative paths, overrides."""
-
-    def __init__(self, recipe: Recipe, path: Path, overrides: list[str]):
-        self.recipe = recipe
-        self.path = path
-        self.overrides = overrides
-
-    def resolve(self, relative: str) -> Path:
-        p = Path(relative).expanduser()
-        return p if p.is_absolute() else (self.path.parent / p).resolve()
-
-    @property
-    def output_location(self) -> str:
-        """The output folder: an absolute local path, or a URL as written."""
-        where = self.recipe.output.dir
-        return where if is_url(where) else str(self.resolve(where))
-
-    def output_folder(self):
-        """The output folder object (io/folder.py), the only thing that writes there."""
-        return open_folder(self.output_location, self.recipe.output.storage_options)
-
-    def resolved(self) -> dict:
-        """Every default filled in, paths absolute: what run.json records."""
-        data = self.recipe.model_dump(mode="json")
-        data["output"]["dir"] = self.output_location
-        data["output"].pop("storage_options", None)  # may hold credentials
-        for role, _, field, value in self.model_files():
-            data["models"][role][field] = str(self.resolve(value))
-        return data
-
-    def model_files(self) -> list[tuple[str, object, str, str]]:
-        """(role, spec, field name, path as written) for every model given by a file."""
-        out = []
-        for role in _ROLES:
-            spec = getattr(self.recipe.models, role)
-            if spec is not None:
-                out += [(role, spec, field, value) for field, value in registry.spec_files(spec).items()]
-        return out
-
-    def fingerprint_inputs(self, model_hashes: dict[str, str], device_type: str) -> dict:
-        """What determines the bytes of the output: content, model weights, execution settings.
-
-        The output folder and model file locations are left out so a copy or a move of either
-        keeps the fingerprint; the weights count through their sha256.
-        """
-        data = self.recipe.model_dump(mode="json")
-        # Where and how shards are scheduled changes no byte: left out.
-        for key in ("executor", "retries", "ray", "devices"):
-            del data["execution"][key]
-        for key in ("dir", "lock", "storage_options"):
-            del data["output"][key]
-        del data["name"]
-        # The device that runs, not the one asked for: "auto" is a CPU here and a GPU there.
-        data["execution"]["device"] = device_type
-        for role in _ROLES:
-            spec = getattr(self.recipe.models, role)
-            for field in getattr(spec, "files", ()):
-                data["models"][role].pop(field, None)
-        return {"recipe": data, "models": model_hashes, "format_version": FORMAT_VERSION}
-
-    def fingerprint(self, model_hashes: dict[str, str], device_type: str) -> str:
-        """The whole build's fingerprint (run.json, fingerprint.json)."""
-        return _digest(self.fingerprint_inputs(model_hashes, device_type))
-
-    def shard_fingerprint(self, model_hashes: dict[str, str], device_type: str) -> str:
-        """How each sample's pixels are made: stored in markers and manifest rows. It leaves out how
-        many identities there are (--mode extend keeps old shards byte-identical) and what only
-        decides which samples are kept (filters but skip bands, quotas, keep_rejected), so such
-        changes re-decide committed shards instead of rendering them again."""
-        inputs = self.fingerprint_inputs(model_hashes, device_type)
-        recipe = inputs["recipe"]
-        del recipe["identities"]["count"], recipe["identities"]["max_count"], recipe["targets"]["quota"]
-        del recipe["output"]["keep_rejected"]
-        recipe["filters"] = {"skip_bands": [b for b in recipe["filters"]["failure_bands"] if b["action"] == "skip"]}
-        return _digest(inputs)
-
-
-def _digest(inputs: dict) -> str:
-    return hashlib.sha256(json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
-
-
-def diff_inputs(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """Key-by-key differences between two fingerprint inputs, e.g. `recipe.seed: 1 -> 2`."""
-    lines = []
-    for key in sorted(set(old) | set(new), key=str):
-        path = f"{prefix}.{key}" if prefix else str(key)
-        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
-        if isinstance(a, dict) and isinstance(b, dict):
-            lines += diff_inputs(a, b, path)
-        elif a != b:
-            lines.append(f"{path}: {json.dumps(a)} -> {json.dumps(b)}")
-    return lines
 
 
 def load_recipe(path: str | Path, overrides: list[str] = (), output: str | None = None) -> LoadedRecipe:
@@ -169,6 +68,9 @@ def load_recipe(path: str | Path, overrides: list[str] = (), output: str | None 
         data["output"]["dir"] = output if is_url(output) else str(Path(output).expanduser().absolute())
         applied[("output", "dir")] = f"--output {output}"
 
+    problems = _apply_presets(data, label, lines, applied)
+    if problems:
+        raise RecipeError(problems)
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as err:
@@ -181,14 +83,55 @@ def load_recipe(path: str | Path, overrides: list[str] = (), output: str | None 
     except ValueError as err:
         loc = ("output", "dir")
         problems.append(f"{_where(label, lines, applied, loc)}: output.dir: {err}")
-    for role, _, field, value in loaded.model_files():
-        if not loaded.resolve(value).is_file():
-            loc = ("models", role, field)
-            problems.append(f"{_where(label, lines, applied, loc)}: models.{role}.{field}: "
-                            f"file not found: {loaded.resolve(value)}")
+    for slot, field, value in loaded.model_files():
+        loc = (*slot.loc, field)
+        where = f"{_where(label, lines, applied, loc)}: {slot.field_path}.{field}"
+        try:
+            path = loaded.resolve(value)
+        except UsageError as err:   # an unknown registry name
+            problems.append(f"{where}: {err}")
+            continue
+        if not path.is_file():
+            problems.append(f"{where}: {catalog.missing_message(value)}" if catalog.is_reference(value)
+                            else f"{where}: file not found: {path}")
     if problems:
         raise RecipeError(problems)
     return loaded
+
+
+def _apply_presets(data: dict, label: str, lines: dict, applied: dict) -> list[str]:
+    """Fill each quality/VA block that names `preset: NAME` from that registry entry's recipe
+    block; fields the recipe sets itself win (preprocess field by field). Returns problems."""
+    models = data.get("models")
+    if not isinstance(models, dict):
+        return []
+    problems = []
+    for role in ("quality", "va"):
+        blocks = models.get(role)
+        many = isinstance(blocks, list)
+        for i, block in enumerate(blocks if many else [blocks]):
+            if not isinstance(block, dict) or block.get("preset") is None:
+                continue
+            loc = ("models", role, *((i,) if many else ()), "preset")
+            where = f"{_where(label, lines, applied, loc)}: {'.'.join(map(str, loc))}"
+            try:
+                filled = catalog.preset(str(block["preset"]), role)
+            except UsageError as err:
+                problems.append(f"{where}: {err}")
+                continue
+            if "kind" in block and block["kind"] != filled.get("kind"):
+                problems.append(f"{where}: preset {block['preset']!r} is a kind {filled.get('kind')} model; "
+                                f"leave out kind: {block['kind']}")
+                continue
+            own = dict(block)
+            if isinstance(own.get("preprocess"), dict) and isinstance(filled.get("preprocess"), dict):
+                own["preprocess"] = {**filled["preprocess"], **own["preprocess"]}
+            merged = {**filled, **own}
+            if many:
+                blocks[i] = merged
+            else:
+                models[role] = merged
+    return problems
 
 
 STDIN = ("-", "/dev/stdin")
@@ -303,28 +246,32 @@ def _describe(error: dict, label: str, lines: dict, applied: dict) -> str:
     # Union members (str | None, Literal | list) add their type name to loc; drop it.
     loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and ("[" in p or p in
                 ("str", "int", "float", "list", "none", "bool", "function-after", "literal"))))
+    if loc[:2] == ("models", "va") and len(loc) > 2 and loc[2] in ("one", "many"):
+        loc = loc[:2] + loc[3:]   # the tags of `va: {...}` vs `va: [{...}, ...]`
     kind, msg, value = error["type"], error["msg"], error.get("input")
     spec = None  # the model kind's block, when the error is inside models.<role>
-    if loc[:1] == ("models",) and len(loc) >= 2 and loc[1] in _ROLES:
+    block = 2  # models.<role> is loc[:2]; models.va.<i> is loc[:3]
+    if loc[:1] == ("models",) and len(loc) >= 2 and loc[1] in registry.ROLES:
+        block += len(loc) > 2 and isinstance(loc[2], int)
         known = registry.kinds(loc[1])
         if kind == "union_tag_invalid":
-            return (f"{_where(label, lines, applied, loc[:2] + ('kind',))}: {_field_path(loc[:2])}.kind: unknown "
-                    f"kind {_kind_of(value)!r} (known: {', '.join(known)})")
-        if len(loc) >= 3 and loc[2] in known:
-            spec = known[loc[2]].spec
-            loc = loc[:2] + loc[3:]
+            return (f"{_where(label, lines, applied, loc[:block] + ('kind',))}: {_field_path(loc[:block])}.kind: "
+                    f"unknown kind {_kind_of(value)!r} (known: {', '.join(known)})")
+        if len(loc) > block and loc[block] in known:
+            spec = known[loc[block]].spec
+            loc = loc[:block] + loc[block + 1:]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
     if msg.startswith("@[") and "]@" in msg:  # _PathError: point below the validated field
         sub, msg = msg[1:].split("]@", 1)
         loc = loc + tuple(json.loads(sub + "]"))
     if kind == "extra_forbidden":
-        parent = spec if spec is not None and len(loc) == 3 else _model_at(loc[:-1])
+        parent = spec if spec is not None and len(loc) == block + 1 else _model_at(loc[:-1])
         allowed = ", ".join(parent.model_fields) if parent else ""
         where = _where(label, lines, applied, loc + ("<key>",))
         hint = ""
-        if spec is not None and len(loc) == 3:  # a field of another kind of this role?
-            others = [name for name, k in registry.kinds(loc[1]).items() if loc[2] in k.spec.model_fields]
+        if spec is not None and len(loc) == block + 1:  # a field of another kind of this role?
+            others = [name for name, k in registry.kinds(loc[1]).items() if loc[block] in k.spec.model_fields]
             hint = f"; kind {others[0]} has it" if others else ""
         return f"{where}: {_field_path(loc)}: unknown key" + (f" (allowed: {allowed}{hint})" if allowed else "")
     if kind == "missing":

@@ -149,12 +149,26 @@ def _role_type(role: str):
     return Annotated[Union[members], Discriminator(_kind_tag)]
 
 
+def _one_or_many(value: Any) -> str:
+    return "many" if isinstance(value, (list, tuple)) else "one"
+
+
 def _models_class():
-    """The `models` block, one field per role, each a union of that role's registered kinds."""
+    """The `models` block, one field per role, each a union of that role's registered kinds;
+    `va` may also be a list of estimators (consensus: their mean and their disagreement)."""
     defaults = {"generator": specs.BuiltinGenerator(), "editor": specs.BuiltinEditor()}
     fields = {role: (_role_type(role), defaults[role]) if role in defaults else (Optional[_role_type(role)], None)
               for role in registry.ROLES}
+    one_or_many = Union[Annotated[_role_type("va"), Tag("one")],
+                        Annotated[list[_role_type("va")], Field(min_length=1, max_length=8), Tag("many")]]
+    fields["va"] = (Optional[Annotated[one_or_many, Discriminator(_one_or_many)]], None)
     return create_model("Models", __base__=_Strict, **fields)
+
+
+def va_specs(models) -> list:
+    """The VA estimators of a `models` block, in order: [] without one, [spec] for a single block."""
+    va = models.va
+    return [] if va is None else list(va) if isinstance(va, list) else [va]
 
 
 Models = _models_class()
@@ -248,7 +262,7 @@ class Recipe(_Strict):
     @model_validator(mode="after")
     def _filters_have_models(self):
         m = self.models
-        has = {"quality": m.quality is not None, "va": m.va is not None,
+        has = {"quality": m.quality is not None, "va": m.va is not None, "va_consensus": len(va_specs(m)) > 1,
                "embedding": m.quality is not None and getattr(m.quality, "gives_embedding", False)}
         problem = check_models(self.filters, has)
         if problem is not None:

@@ -49,7 +49,8 @@ def write_report(out_dir: str | Path | OutputFolder, compare: str | Path | Outpu
     other = load_run(compare) if compare is not None else None
     frame = tables.metrics_frame(run)
     reason_names = sorted(set(run.reason_values.tolist()))
-    sections = [x for x in (tables.class_split_section(run), tables.angle_intensity_section(run)) if x] \
+    sections = [x for x in (tables.class_split_section(run), tables.angle_intensity_section(run),
+                            tables.estimator_section(run)) if x] \
         + tables.sections(frame, reason_names, run.bands)
     summary = _summary(run)
 

@@ -58,6 +58,8 @@ class Run:
     recipe: dict | None = None               # run.json's resolved recipe, None when run.json is missing
     notes: list[str] = field(default_factory=list)
     layout: Layout | None = None             # the output's format (1 or 2)
+    va_each: np.ndarray | None = None        # [K, rows, 2] each VA estimator's prediction (K > 1 only)
+    va_names: list[str] = field(default_factory=list)  # their labels: va[0] file name, ...
 
     @property
     def directions(self) -> list[str]:
@@ -76,7 +78,9 @@ def load_run(out_dir: str | Path | OutputFolder) -> Run:
                 raise UsageError(f"{folder.location}: has no {layout.manifest} yet: the build did not finish; "
                                  f"run the same synthfer build again, then report")
             raise UsageError(f"{folder.location}: has no {layout.manifest}; is it a synthfer build output?")
-        table = read_manifest(folder, layout.manifest, _COLUMNS + ["reject_reasons"], fill_missing=True)
+        table = read_manifest(folder, layout.manifest, _COLUMNS + ["reject_reasons", "va_disagreement",
+                                                                   "pred_valence_each", "pred_arousal_each"],
+                              fill_missing=True)
     except (OSError, pa.ArrowException) as err:
         raise OutputError(f"{folder.display(layout.manifest)}: cannot read the manifest: "
                           f"{str(err).splitlines()[0]}") from None
@@ -88,7 +92,8 @@ def load_run(out_dir: str | Path | OutputFolder) -> Run:
     elif recipe is None:
         notes.append("run.json missing or unreadable: failure bands unknown, the paper's region is used.")
 
-    frame = table.select(_COLUMNS).to_pandas()
+    frame = table.select(_COLUMNS + ["va_disagreement"]).to_pandas()
+    va_each, va_names = _estimators(table, recipe)
     _add_groups(frame, bands)
     # signed error: positive = predicted counter-clockwise of the target (bias, not MAE)
     frame["direction_bias_deg"] = metrics.signed_difference(frame["pred_angle_deg"].to_numpy(np.float64),
@@ -106,7 +111,28 @@ def load_run(out_dir: str | Path | OutputFolder) -> Run:
     name = (recipe or {}).get("name") or folder.location.rstrip("/").rsplit("/", 1)[-1]
     if table.num_rows and not frame["measured"].any():
         notes.append("No sample has a VA prediction (models.va not set?): the error tables are empty.")
-    return Run(folder, name, frame, rows.astype(np.int64), values.astype(object), bands, recipe, notes, layout)
+    return Run(folder, name, frame, rows.astype(np.int64), values.astype(object), bands, recipe, notes, layout,
+               va_each, va_names)
+
+
+def _estimators(table: pa.Table, recipe: dict | None) -> tuple[np.ndarray | None, list[str]]:
+    """Each VA estimator's predictions as [K, rows, 2] (NaN where missing), when there are several."""
+    blocks = ((recipe or {}).get("models") or {}).get("va")
+    columns = [table[c].to_pylist() for c in ("pred_valence_each", "pred_arousal_each")]
+    k = max((len(values or ()) for values in columns[0]), default=0)
+    if k < 2:
+        return None, []
+    out = np.full((k, table.num_rows, 2), np.nan)
+    for c, column in enumerate(columns):
+        for r, values in enumerate(column):
+            for i, v in enumerate(values or ()):
+                out[i, r, c] = np.nan if v is None else v
+    names = []
+    for i in range(k):
+        block = blocks[i] if isinstance(blocks, list) and i < len(blocks) and isinstance(blocks[i], dict) else {}
+        label = block.get("preset") or Path(str(block.get("path") or block.get("kind") or "")).name
+        names.append(f"va[{i}] {label}".rstrip())
+    return out, names
 
 
 def _read_recipe(folder: OutputFolder, rel: str) -> tuple[dict | None, list[str]]:

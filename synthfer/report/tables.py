@@ -263,6 +263,35 @@ def angle_intensity_section(run: Run) -> Section | None:
                    "angle x intensity cells.")
 
 
+def estimator_section(run: Run) -> Section | None:
+    """Several VA estimators (models.va a list): each one's protocol errors on the same edited
+    images, beside their mean's, and how far each sits from that mean."""
+    if run.va_each is None:
+        return None
+    f = run.frame
+    keep = ((f["status"] != "skipped") & (f["target_intensity"] > 0) & (f["target"] != NEUTRAL)).to_numpy()
+    tv, ta = f["target_valence"].to_numpy(np.float64)[keep], f["target_arousal"].to_numpy(np.float64)[keep]
+    consensus = np.stack([f["pred_valence"].to_numpy(np.float64)[keep], f["pred_arousal"].to_numpy(np.float64)[keep]], -1)
+    rows = []
+    for name, pred in [*zip(run.va_names, run.va_each[:, keep]), ("mean (consensus)", consensus)]:
+        err = metrics.va_errors(tv, ta, pred[:, 0], pred[:, 1])
+        ok = np.isfinite(pred).all(1)
+        d = err["direction_error_deg"][ok & np.isfinite(err["direction_error_deg"])]
+        off = np.hypot(*(pred[ok] - consensus[ok]).T)
+        rows.append([name, str(int(ok.sum())), mean_sd(float(np.mean(d)) if d.size else np.nan,
+                                                       float(np.std(d)) if d.size else np.nan, 1)]
+                    + [_num(float(np.sqrt(np.nanmean(err[c][ok] ** 2))) if ok.any() else np.nan, 3)
+                       for c in ("valence_error", "arousal_error")]
+                    + [_num(float(np.mean(off)) if off.size else np.nan, 3)])
+    spread = f["va_disagreement"].to_numpy(np.float64)[keep]
+    spread = spread[np.isfinite(spread)]
+    note = ("Each estimator on the same edited images (neutral ones left out). Disagreement (largest distance "
+            "between two estimators): " + (f"median {np.median(spread):.3f}, 90th percentile "
+                                           f"{np.percentile(spread, 90):.3f}." if spread.size else "none measured."))
+    return Section("Per estimator", ["estimator", "measured", "direction error deg", "valence RMSE", "arousal RMSE",
+                                     "mean distance to the consensus"], rows, note)
+
+
 def _reasons(row, reason_names: list[str]) -> str:
     parts = [(int(row[f"reason_{r}"]), r) for r in reason_names if row.get(f"reason_{r}", 0)]
     return ", ".join(f"{r} {n}" for n, r in sorted(parts, key=lambda p: (-p[0], p[1]))) or "–"

@@ -7,6 +7,7 @@ onnxruntime.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,10 +15,19 @@ import torch
 import torch.nn.functional as F
 
 from synthfer import metrics
+from synthfer.errors import ModelFileError
 from synthfer.io.records import NOT_MEASURED, UNDEFINED, Scores, score
 from synthfer.recipe import Preprocess, QualitySpec, VASpec
 
 ASSESS_MIN_BATCH = 64  # images per preprocessing + onnxruntime call, at least
+
+
+def crop_edges(start: float, end: float, side: int, rounding: str) -> tuple[int, int]:
+    """Pixel edges [a, b) of a crop given as fractions. floor is EmoStyle's int(0.1 * side) and
+    int(0.9 * side) (rows 102:921 of a 1024 frame); nearest rounds (102:922)."""
+    edge = math.floor if rounding == "floor" else round
+    a = edge(start * side)
+    return a, max(edge(end * side), a + 1)
 
 
 def preprocess(pixels: torch.Tensor, spec: Preprocess) -> np.ndarray:
@@ -25,8 +35,8 @@ def preprocess(pixels: torch.Tensor, spec: Preprocess) -> np.ndarray:
     assert pixels.dtype == torch.uint8 and pixels.ndim == 4 and pixels.shape[3] == 3, (pixels.dtype, pixels.shape)
     h, w = pixels.shape[1:3]
     left, top, right, bottom = spec.crop
-    x0, x1 = round(left * w), max(round(right * w), round(left * w) + 1)
-    y0, y1 = round(top * h), max(round(bottom * h), round(top * h) + 1)
+    x0, x1 = crop_edges(left, right, w, spec.rounding)
+    y0, y1 = crop_edges(top, bottom, h, spec.rounding)
     x = pixels[:, y0:y1, x0:x1, :].permute(0, 3, 1, 2).float()
     if spec.channels == "bgr":
         x = x.flip(1)
@@ -50,18 +60,28 @@ class Measurements:
     """Per image; NaN where a model is absent or gave nothing usable."""
     quality: np.ndarray          # [N] on the configured scale
     embedding: np.ndarray | None  # [N, D] when the quality model gives an embedding
-    pred_valence: np.ndarray     # [N], clamped to [-1, 1]
+    pred_valence: np.ndarray     # [N], clamped to [-1, 1]; the estimators' mean when several
     pred_arousal: np.ndarray
+    va_each: np.ndarray | None = None  # [K, N, 2] each estimator's clamped (valence, arousal)
+
+    @property
+    def disagreement(self) -> np.ndarray:
+        """[N] the largest distance between two estimators' predictions (NaN for fewer than two)."""
+        n = self.pred_valence.shape[0]
+        if self.va_each is None or self.va_each.shape[0] < 2:
+            return np.full(n, np.nan)
+        diff = self.va_each[:, None, :, :] - self.va_each[None, :, :, :]   # [K, K, N, 2]
+        return np.sqrt((diff ** 2).sum(-1)).max(axis=(0, 1))
 
 
 class Assessor:
-    def __init__(self, quality_model, quality: QualitySpec | None, va_model, va: VASpec | None):
+    def __init__(self, quality_model, quality: QualitySpec | None, va: list[tuple[object, VASpec]]):
         self.quality_model, self.quality = quality_model, quality
-        self.va_model, self.va = va_model, va
+        self.va = list(va)   # (model, its recipe block) per estimator, in models.va order
 
     @property
     def measures_anything(self) -> bool:
-        return self.quality_model is not None or self.va_model is not None
+        return self.quality_model is not None or bool(self.va)
 
     @property
     def has_embedding(self) -> bool:
@@ -83,11 +103,20 @@ class Assessor:
                 quality = out.reshape(n, -1)[:, 0].astype(np.float64)
             if self.quality.quality_scale == "ofiq":
                 quality = metrics.ofiq_quality(quality)
-        if self.va_model is not None and n:
-            out = self._run(self.va_model, self.va.output_name, self.va.preprocess, pixels, batch_size).reshape(n, -1)
-            pv = np.clip(out[:, self.va.valence_index].astype(np.float64), -1.0, 1.0)  # NaN stays NaN
-            pa = np.clip(out[:, self.va.arousal_index].astype(np.float64), -1.0, 1.0)
-        return Measurements(quality, embedding, pv, pa)
+        va_each = None
+        if self.va and n:
+            each = []
+            for model, spec in self.va:
+                out = self._run(model, spec.output_name, spec.preprocess, pixels, batch_size).reshape(n, -1)
+                if out.shape[1] <= max(spec.valence_index, spec.arousal_index):  # a symbolic width passed load
+                    raise ModelFileError(f"{model.label}: va output has {out.shape[1]} values per image, recipe "
+                                         f"reads index {max(spec.valence_index, spec.arousal_index)}")
+                each.append(np.stack([out[:, spec.valence_index], out[:, spec.arousal_index]], -1))
+            va_each = np.clip(np.stack(each).astype(np.float64), -1.0, 1.0)   # [K, N, 2]; NaN stays NaN
+            # The mean of clamped predictions: one estimator's wild output cannot outvote the rest
+            # by more than its share of the unit range.
+            pv, pa = va_each[..., 0].mean(0), va_each[..., 1].mean(0)
+        return Measurements(quality, embedding, pv, pa, va_each)
 
     @staticmethod
     def _run(model, output_name, spec: Preprocess, pixels: torch.Tensor, batch_size: int) -> np.ndarray:
@@ -118,8 +147,15 @@ def scores_of(targets: list, idents: list[int], m: Measurements, quality: bool, 
     if va:
         err = metrics.va_errors([t.valence for t in targets], [t.arousal for t in targets],
                                 m.pred_valence[:n], m.pred_arousal[:n])
+        spread = m.disagreement
+        several = m.va_each is not None and m.va_each.shape[0] > 1
         for k in range(n):
             values = {name: score(v[k]) for name, v in err.items()}
+            if m.va_each is not None:
+                values["pred_valence_each"] = tuple(_finite_or_none(x) for x in m.va_each[:, k, 0])
+                values["pred_arousal_each"] = tuple(_finite_or_none(x) for x in m.va_each[:, k, 1])
+            if several:
+                values["va_disagreement"] = score(spread[k])
             if targets[k].intensity == 0.0:   # no direction at the origin: undefined, not a failure
                 values["direction_error_deg"] = UNDEFINED
             if m.pred_valence[k] == 0.0 and m.pred_arousal[k] == 0.0:  # predicted exactly neutral
@@ -127,3 +163,8 @@ def scores_of(targets: list, idents: list[int], m: Measurements, quality: bool, 
             out[k] = out[k].with_(pred_valence=score(m.pred_valence[k]), pred_arousal=score(m.pred_arousal[k]),
                                   **values)
     return out
+
+
+def _finite_or_none(x) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
