@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from synthfer import signals, summary
 from synthfer.errors import ModelFileError, OutputError, QuotaNotMetError, ShardsFailedError, UsageError
+from synthfer.calibrate import calibrate
 from synthfer.executors import core, distributed, make_backend
 from synthfer.io.layout import CURRENT, layout_of
 from synthfer.io.lock import output_lock
@@ -74,6 +75,7 @@ class BuildResult:
     identities: int = 0                             # identities planned, top-ups included
     warnings: list = field(default_factory=list)    # summary.warnings (complete builds only)
     unit: str = "target"                            # what by_class groups by: class, or target without classes
+    correction: dict = field(default_factory=dict)  # summary.correction_counts: renders per accepted image
 
 
 def build(loaded: LoadedRecipe, shards: str | None = None, reporter: Reporter | None = None,
@@ -105,6 +107,8 @@ def build(loaded: LoadedRecipe, shards: str | None = None, reporter: Reporter | 
     shard_fingerprint = loaded.shard_fingerprint(hashes, device_type)
     store = ShardStore(folder, CURRENT)
     worker = None if distributed(recipe) else Worker(recipe, plan, models, shard_fingerprint, store)
+    # Distributed builds calibrate on the driver's CPU copy of the models (deterministic either way).
+    pilot = (worker or Worker(recipe, plan, models, shard_fingerprint, store)) if recipe.correction.calibrates else None
     del models
 
     with _storage(folder, "cannot create the output folder"):
@@ -124,6 +128,9 @@ def build(loaded: LoadedRecipe, shards: str | None = None, reporter: Reporter | 
                                                     "fingerprint": fingerprint, "inputs": inputs,
                                                     "shard_fingerprint": shard_fingerprint,
                                                     "lock": lock.method}))
+            if pilot is not None:
+                calibrate(loaded, plan, pilot, store, shard_fingerprint, hashes, reporter)
+                del pilot
             committed = Committed(store, shard_fingerprint, trust_markers, reporter)
         t_compute = time.perf_counter()
 
@@ -244,7 +251,7 @@ def _clear(store: ShardStore) -> None:
         store.retract(index)
     for rel in store.garbage():
         folder.remove(rel)
-    for rel in (layout.run_json, layout.fingerprint, layout.classes, layout.croissant):
+    for rel in (layout.run_json, layout.fingerprint, layout.classes, layout.croissant, layout.calibration):
         folder.remove(rel)
     if _is_our_card(folder, layout):
         folder.remove(layout.card)
@@ -285,6 +292,7 @@ def _finalize(loaded, plan, store, fingerprint, shard_fingerprint, model_info, o
     )
     if len(parts) == len(plan.shards):
         result.warnings = summary.warnings(result, loaded.recipe)
+    result.correction = summary.correction_counts(table, recipe, _pilot_renders(store))
     # Splits the card lists: those with an accepted image (`datasets` refuses a split with no rows).
     present = sorted(set(table.filter(pc.equal(table["status"], "accepted"))["split"].to_pylist()))
     content_id = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12]   # the parts' sha256s cover every row
@@ -292,6 +300,16 @@ def _finalize(loaded, plan, store, fingerprint, shard_fingerprint, model_info, o
                                                content_id))
     store.folder.write(store.layout.run_json, _json(summary.run_info(loaded, fingerprint, model_info, result)))
     return result
+
+
+def _pilot_renders(store) -> int:
+    rel = store.layout.calibration
+    if not store.folder.exists(rel):
+        return 0
+    try:
+        return int(json.loads(store.folder.read_bytes(rel)).get("pilot", {}).get("renders") or 0)
+    except (ValueError, TypeError, AttributeError):
+        return 0
 
 
 def _check_output(folder, layout) -> None:

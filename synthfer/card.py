@@ -104,7 +104,11 @@ def _body(loaded, result, model_info: dict, notes: list[dict], lic: dict) -> str
     lines += ["", f"Seed {recipe.seed}, truncation psi {recipe.identities.truncation_psi}, intensities "
               f"{recipe.targets.intensities}; filters: {', '.join(rules) or 'none'}"
               + (f"; quota {recipe.targets.quota} accepted per {unit} ({result.rounds} top-up rounds)"
-                 if recipe.targets.quota else "") + ". Splits are by identity (no person is in two splits). "
+                 if recipe.targets.quota else "")
+              + (f"; expression correction {recipe.correction.mode} toward the VA estimator's reading (labels "
+                 f"are the requested targets; the filters judge with the same estimator, so an independent "
+                 f"check is advised)" if recipe.correction.mode != "off" else "")
+              + ". Splits are by identity (no person is in two splits). "
               "`run.json` holds the whole resolved recipe.", ""]
     lines += [f"## Contents: accepted images per {unit} and split", "",
               f"| {unit} | train | validation | test | passed filters / planned |", "|---|---|---|---|---|"]

@@ -212,7 +212,7 @@ def plan_cmd(recipe: Path = RecipeArg, overrides: Optional[List[str]] = SetOpt,
         from synthfer.progress import plan_tables
         from synthfer.recipe import load_recipe
 
-        from synthfer.hints import quota_estimate, recipe_warnings
+        from synthfer.hints import correction_estimate, quota_estimate, recipe_warnings
 
         loaded = load_recipe(recipe, overrides or [])
         plan = Plan(loaded.recipe)
@@ -227,6 +227,9 @@ def plan_cmd(recipe: Path = RecipeArg, overrides: Optional[List[str]] = SetOpt,
             out.print(f"quota: {loaded.recipe.targets.quota} accepted per {'class' if loaded.recipe.targets.classes else 'target'}, "
                       f"split by output.splits; top-up rounds add identities up to {loaded.recipe.identities.cap}"
                       + (f"; {estimate}" if estimate else "; build once to estimate the identities needed"))
+        extra = correction_estimate(loaded, plan)
+        if extra:
+            out.print(extra)
         for line in recipe_warnings(loaded):
             sys.stderr.write(f"Warning: {line}\n")
     _guard(body)

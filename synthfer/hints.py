@@ -72,3 +72,33 @@ def quota_estimate(loaded: LoadedRecipe, plan: Plan) -> str | None:
     text = (f"at the acceptance measured in {loaded.output_location} (lowest: {worst}), every quota needs about "
             f"{need} identities (identities.count {loaded.recipe.identities.count}, max_count {cap})")
     return text + ("; raise identities.max_count" if need > cap else "")
+
+
+def correction_estimate(loaded: LoadedRecipe, plan: Plan) -> str | None:
+    """The renders correction adds: the pilot's exactly, the loop's at most (and at the rate an
+    existing output measured, when there is one)."""
+    from synthfer import correction
+
+    spec = loaded.recipe.correction
+    if spec.mode == "off":
+        return None
+    correctable = [t for t in plan.targets if correction.applies(t)]
+    parts = []
+    if spec.calibrates:
+        parts.append("calibration: reused from " + spec.calibration if spec.calibration else
+                     f"calibration pilot: {spec.pilot_identities} identities x {len(correctable)} targets = "
+                     f"{spec.pilot_identities * len(correctable)} renders")
+    if spec.iterates:
+        keys = {t.key for t in correctable}
+        samples = sum(len(s.identities) * sum(t.key in keys for t in plan.shard_targets(s)) for s in plan.shards)
+        text = f"iterate: at most {spec.steps} more renders for each of {samples} edited samples (up to {spec.steps * samples} more)"
+        table = measured(loaded, ["target", "attempts"])
+        if table is not None and table.num_rows:
+            attempts = [a for k, a in zip(table.column("target").to_pylist(), table.column("attempts").to_pylist())
+                        if a and k in keys]
+            if attempts:
+                extra = sum(a - 1 for a in attempts) / len(attempts)
+                text += (f"; at the rate measured in {loaded.output_location}, about {extra:.2f} more per edited "
+                         f"sample (~{round(extra * samples)} more)")
+        parts.append(text)
+    return "correction: " + "; ".join(parts)

@@ -170,6 +170,11 @@ def summary_tables(result) -> list[Table]:
         t.add_row(f"  reason {reason}", str(n))
     for band, counts in result.by_band.items():
         t.add_row(f"  band {band}", _acceptance(counts))
+    for band, g in (result.correction or {}).get("by_band", {}).items():
+        per = "-" if g["renders_per_accepted"] is None else f"{g['renders_per_accepted']:.2f}"
+        without = "-" if g["renders_per_accepted_without"] is None else f"{g['renders_per_accepted_without']:.2f}"
+        t.add_row(f"  corrected {band}", f"{g['corrected']} of {g['samples']}; renders/accepted {per} "
+                                         f"(without correction {without})")
     t.add_row("wall time", f"{result.wall_s:.1f} s")
     t.add_row("images rendered/s (this run)", f"{result.images_per_s:.1f}")
     if result.complete:

@@ -61,6 +61,46 @@ def _band_acceptance(table, recipe) -> dict:
     return out
 
 
+def correction_counts(table, recipe, pilot_renders: int = 0) -> dict:
+    """Renders per accepted image with correction, and without it (each corrected sample judged
+    again by the filters on its first render's VA; its other scores are the kept render's), per
+    failure band and outside the bands. {} when correction is off."""
+    if recipe.correction.mode == "off":
+        return {}
+    from synthfer.filters import Decider
+    from synthfer.io.records import Scores
+    from synthfer.plan import targets_of
+    from synthfer.stages.assess import va_scores
+
+    targets = {t.key: t for t in targets_of(recipe)}
+    decider = Decider(recipe.filters)
+    cols = [c for c in table.column_names if c not in ("image_sha256", "recipe_fingerprint")]
+    groups: dict = {}
+    for row in table.select(cols).to_pylist():
+        if not row["attempts"]:
+            continue
+        t = targets[row["target"]]
+        band = decider.band_of(t)
+        g = groups.setdefault(f"{band.label} {band.action}" if band else "outside bands",
+                              {"samples": 0, "renders": 0, "corrected": 0, "accepted": 0, "accepted_first_render": 0})
+        kept = row["status"] in ("accepted", "surplus")
+        g["samples"] += 1
+        g["renders"] += row["attempts"]
+        g["accepted"] += kept
+        first = kept
+        if row["attempts"] > 1:
+            g["corrected"] += 1
+            pv, pa = row["attempt_pred_valence"][0], row["attempt_pred_arousal"][0]
+            first = pv is not None and pa is not None and decider.after_measurement(
+                t, Scores.from_columns(row, row["score_flags"]).with_(**va_scores(t, pv, pa)), True).status == "accepted"
+        g["accepted_first_render"] += first
+    for g in groups.values():
+        g["renders_per_accepted"] = round(g["renders"] / g["accepted"], 3) if g["accepted"] else None
+        g["renders_per_accepted_without"] = (round(g["samples"] / g["accepted_first_render"], 3)
+                                             if g["accepted_first_render"] else None)
+    return {"mode": recipe.correction.mode, "pilot_renders": pilot_renders, "by_band": dict(sorted(groups.items()))}
+
+
 WARN_BELOW = 0.20   # a class (or target) with less of its planned samples accepted gets a warning
 
 
@@ -148,7 +188,7 @@ def run_info(loaded: LoadedRecipe, fingerprint: str, model_info: dict, result) -
             "manifest_rows": result.rows, "complete": result.complete,
             "by_status": result.by_status, "by_split": result.by_split, "by_target": result.by_target,
             "by_class": result.by_class, "by_reason": result.by_reason, "by_band": result.by_band,
-            "quota_rounds": result.rounds, "warnings": result.warnings,
+            "quota_rounds": result.rounds, "warnings": result.warnings, "correction": result.correction,
             "quota_short": {f"{unit}/{split}": n for (unit, split), n in sorted(result.short.items())},
         },
         "timings": {"wall_s": round(result.wall_s, 3), "images_per_s": round(result.images_per_s, 2)},

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from synthfer.filters import ACCEPTED, REJECTED, Decider, Verdict
-from synthfer.io.records import Scores
+from synthfer import correction
+from synthfer.io.records import EditRecord, Scores
 from synthfer.io.shards import ShardStore
 from synthfer.io.writer import Judged, ShardWriter
 from synthfer.models.load import LoadedModels, load_models
@@ -45,9 +46,16 @@ class ComputedShard:
     early: list                          # per sample: a Verdict decided before rendering, or None
     todo: list[int]                      # sample indices rendered, in render order
     idents: list[int]                    # identity of each rendered image (todo, then neutral references)
+    requests: list = field(default_factory=list)  # per render position: complex VA request, None = unedited
     pixels: torch.Tensor | None = None   # uint8 [len(idents), H, W, 3] on the model device (fresh shards)
     finite: np.ndarray | None = None     # [len(idents)] bool: no NaN/Inf in the raw image
+    edits: list = field(default_factory=list)     # per todo sample: its EditRecord (fresh shards)
+    extra: int = 0                       # correction renders beyond one per position
     reused: dict | None = None           # committed rows by key, their stored images, regenerated pixels
+
+    def items(self) -> list[tuple]:
+        """(identity, request) of every render position."""
+        return list(zip(self.idents, self.requests))
 
 
 @dataclass
@@ -66,6 +74,17 @@ class Worker:
         self.decider = Decider(recipe.filters)
         self.assessor = Assessor(models.quality, recipe.models.quality, list(zip(models.va, va_specs(recipe.models))))
         self.writer = ShardWriter(recipe, fingerprint, store)
+        self.correction = recipe.correction
+        self._calibration = None
+
+    @property
+    def calibration(self) -> correction.Calibration | None:
+        """The output's calibration.json (written by the build before any shard), read once."""
+        if self.correction.calibrates and self._calibration is None:
+            rel = self.store.layout.calibration
+            self._calibration = correction.Calibration.from_json(self.store.folder.read_bytes(rel),
+                                                                 self.store.folder.display(rel))
+        return self._calibration
 
     @classmethod
     def from_recipe(cls, loaded: LoadedRecipe, store: ShardStore, device: str | None = None) -> "Worker":
@@ -97,44 +116,124 @@ class Worker:
         refs = list(shard.identities) if self.assessor.has_embedding and not has_neutral else []
         idents = [samples[i].identity for i in todo] + refs
         c = ComputedShard(job, samples, early, todo, idents)
+        c.requests = [self._first_request(samples[i].target) for i in todo] + [None] * len(refs)
         old = self.store.reusable(shard.index, self.fingerprint, self.plan.composition(shard))
         if old is not None:
             rows, images = old
             c.reused = _Reuse(rows, images)
             wanted = [k for k, i in enumerate(todo) if self._keeps(samples[i], rows, job) and samples[i].key not in images]
-            c.reused.pixels = {todo[k]: p for k, (p, _) in self._render(c, wanted).items()}
+            if any((rows[samples[todo[k]].key].get("attempts") or 0) > 1 for k in wanted):
+                # A corrected render was batched with whatever else was still short at its step:
+                # only replaying the whole shard's correction gives its pixels again.
+                self._fresh(c)
+                c.reused.pixels = {todo[k]: c.pixels[k] for k in wanted}
+                c.pixels = c.finite = None
+            else:
+                c.reused.pixels = {todo[k]: p for k, (p, _) in self._render(c.items(), shard, wanted).items()}
             return c
-        rendered = self._render(c, None)
-        res = self.models.generator.resolution
-        c.pixels = torch.stack([rendered[k][0] for k in range(len(idents))]) if idents else torch.zeros(
-            0, res, res, 3, dtype=torch.uint8)
-        c.finite = np.array([rendered[k][1] for k in range(len(idents))], dtype=bool)
+        self._fresh(c)
         return c
 
-    def _render(self, c: ComputedShard, wanted: list[int] | None) -> dict:
-        """{render position: (uint8 [H, W, 3] image, finite)} for positions `wanted` (all when None).
-        Positions are rendered in fixed batches of execution.batch_size, so an image never depends
-        on which others were wanted."""
+    def _first_request(self, target) -> complex | None:
+        if target.is_neutral:   # neutral samples keep the unedited w (EmoStyle's delta is not zero at VA (0, 0))
+            return None
+        cal = self.calibration
+        return complex(target.valence, target.arousal) if cal is None else cal.request(target)
+
+    def _fresh(self, c: ComputedShard) -> None:
+        """Render every position; with correction, re-edit the samples still short (worker-side loop)."""
+        rendered = self._render(c.items(), c.job.shard, None)
+        res = self.models.generator.resolution
+        c.pixels = torch.stack([rendered[k][0] for k in range(len(c.idents))]) if c.idents else torch.zeros(
+            0, res, res, 3, dtype=torch.uint8)
+        c.finite = np.array([rendered[k][1] for k in range(len(c.idents))], dtype=bool)
+        c.edits = [EditRecord(None if r is None else (r.real, r.imag), 1) for r in c.requests[:len(c.todo)]]
+        if self.correction.iterates:
+            self._correct(c)
+
+    def _correct(self, c: ComputedShard) -> None:
+        """Up to correction.steps more renders for each sample not yet within the tolerance. All
+        samples short at a step are rendered together, in sample order, in batches of
+        execution.batch_size: the same shard gives the same renders on every executor."""
+        spec, bs = self.correction, self.recipe.execution.batch_size
+        targets = [c.samples[i].target for i in c.todo]
+        eligible = [k for k, t in enumerate(targets) if correction.applies(t) and c.requests[k] is not None]
+        if not eligible:
+            return
+        tries = {k: correction.Attempts([c.requests[k]]) for k in eligible}
+        first = self.assessor.measure_va(c.pixels[eligible], bs)
+        best = {}
+        for k, p in zip(eligible, first):
+            tries[k].predicted.append(complex(p))
+            best[k] = correction.rank(targets[k], complex(p), spec)
+        short = [k for k in eligible if c.finite[k] and not correction.within(targets[k], tries[k].predicted[0], spec)]
+        for _ in range(spec.steps):
+            if not short:
+                break
+            items = [(c.idents[k], correction.next_request(targets[k], tries[k].requests[-1], tries[k].predicted[-1],
+                                                           spec)) for k in short]
+            rendered = self._render(items, c.job.shard, None)
+            c.extra += len(items)
+            pixels = torch.stack([rendered[j][0] for j in range(len(items))])
+            got = self.assessor.measure_va(pixels, bs)
+            still = []
+            for j, k in enumerate(short):
+                ok = rendered[j][1]
+                p = complex(got[j]) if ok else complex(np.nan, np.nan)
+                tries[k].requests.append(items[j][1])
+                tries[k].predicted.append(p)
+                key = correction.rank(targets[k], p, spec)
+                if ok and key < best[k]:
+                    best[k], tries[k].best = key, len(tries[k].requests) - 1
+                    c.pixels[k], c.finite[k] = pixels[j], True
+                if ok and np.isfinite(p) and not correction.within(targets[k], p, spec):
+                    still.append(k)
+            short = still
+        for k, t in tries.items():
+            r = t.requests[t.best]
+            c.requests[k] = r
+            c.edits[k] = EditRecord((r.real, r.imag), len(t.requests), tuple(t.errors(targets[k])),
+                                    tuple(_num(p.real) for p in t.predicted), tuple(_num(p.imag) for p in t.predicted))
+
+    @torch.inference_mode()
+    def pilot(self, targets: list) -> np.ndarray:
+        """correction.calibrate's pilot: every target of `targets` rendered as requested for each
+        pilot identity (own seeds), read back. [identities * len(targets)] complex, NaN where unusable."""
+        spec = self.correction
+        seeds = [correction.pilot_seed(self.recipe.seed, j) for j in range(spec.pilot_identities)]
+        out = []
+        for j in range(len(seeds)):   # one identity at a time: memory stays one identity's renders
+            items = [(j, complex(t.valence, t.arousal)) for t in targets]
+            rendered = self._render(items, None, None, (list(range(len(seeds))), seeds))
+            pixels = torch.stack([rendered[k][0] for k in range(len(items))])
+            got = self.assessor.measure_va(pixels, self.recipe.execution.batch_size)
+            out.append(np.where([rendered[k][1] for k in range(len(items))], got, np.nan + 0j))
+        return np.concatenate(out)
+
+    def _render(self, items: list[tuple], shard: Shard | None, wanted: list[int] | None,
+                people: tuple | None = None) -> dict:
+        """{position: (uint8 [H, W, 3] image, finite)} of items[position] = (identity, request)
+        for positions `wanted` (all when None). Positions are rendered in fixed batches of
+        execution.batch_size, so an image never depends on which others were wanted.
+        people: (identities, seeds) whose w are computed; default the shard's."""
         g, e, device = self.models.generator, self.models.editor, self.models.device
         bs = self.recipe.execution.batch_size
-        positions = range(len(c.idents)) if wanted is None else wanted
+        positions = range(len(items)) if wanted is None else wanted
         batches = sorted({p // bs for p in positions})
         wanted = None if wanted is None else set(wanted)
         if not batches:
             return {}
-        shard = c.job.shard
-        ws_id = identities.identity_ws(g, [self.plan.seed_of(i) for i in shard.identities],
-                                       self.recipe.identities.truncation_psi,
+        idents, seeds = people or (list(shard.identities), [self.plan.seed_of(i) for i in shard.identities])
+        ws_id = identities.identity_ws(g, seeds, self.recipe.identities.truncation_psi,
                                        self.recipe.identities.truncation_cutoff, device, bs)
-        row_of = {ident: r for r, ident in enumerate(shard.identities)}
-        targets = [c.samples[i].target for i in c.todo] + [None] * (len(c.idents) - len(c.todo))
+        row_of = {ident: r for r, ident in enumerate(idents)}
         out = {}
         for b in batches:
-            span = range(b * bs, min((b + 1) * bs, len(c.idents)))
-            ws = ws_id[torch.tensor([row_of[c.idents[p]] for p in span], dtype=torch.long, device=device)]
-            edit = torch.tensor([targets[p] is not None and not targets[p].is_neutral for p in span], device=device)
-            if edit.any():  # neutral samples keep the unedited w (EmoStyle's delta is not zero at VA (0, 0))
-                va = torch.tensor([[targets[p].valence, targets[p].arousal] for p in span if edit[p - span[0]]],
+            span = range(b * bs, min((b + 1) * bs, len(items)))
+            ws = ws_id[torch.tensor([row_of[items[p][0]] for p in span], dtype=torch.long, device=device)]
+            edit = torch.tensor([items[p][1] is not None for p in span], device=device)
+            if edit.any():
+                va = torch.tensor([[items[p][1].real, items[p][1].imag] for p in span if items[p][1] is not None],
                                   dtype=torch.float32, device=device)
                 ws = ws.clone()
                 ws[edit] = e.edit(ws[edit], va)
@@ -184,8 +283,8 @@ class Worker:
                 continue
             finite = bool(c.finite[k])
             verdict = self._surplus(self.decider.after_measurement(sample.target, scores[k], finite), sample, c.job)
-            judged.append(Judged(sample, verdict, scores[k], pixels[k] if finite else None))
-        return self.writer.write(c.job, judged, self.plan.composition(c.job.shard), len(c.idents))
+            judged.append(Judged(sample, verdict, scores[k], pixels[k] if finite else None, edit=c.edits[k]))
+        return self.writer.write(c.job, judged, self.plan.composition(c.job.shard), len(c.idents) + c.extra)
 
     def _judge_reused(self, c: ComputedShard) -> list[Judged]:
         judged = []
@@ -196,8 +295,12 @@ class Worker:
             stored = c.reused.images.get(sample.key)
             pixels = c.reused.pixels.get(i)
             judged.append(Judged(sample, verdict, scores, None if pixels is None else pixels.cpu().numpy(),
-                                 stored))
+                                 stored, EditRecord.from_columns(row)))
         return judged
+
+
+def _num(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
 
 
 def _finite_image(row: dict) -> bool:

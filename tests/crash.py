@@ -37,6 +37,9 @@ output: {dir: out, samples_per_shard: 10, image: {format: png, size: 32}}
 execution: {device: cpu, batch_size: 4}
 """
 
+# The same build with closed-loop correction (a calibration pilot, then up to 2 re-edits a sample).
+CORRECTED = RECIPE + "models: {va: {kind: builtin}}\ncorrection: {mode: both, steps: 2, pilot_identities: 2}\n"
+
 # scenario -> (commands that prepare the output, the command that is killed and then rerun)
 SCENARIOS = {
     "fresh": ([], []),
@@ -95,8 +98,9 @@ def cli(args: list[str], kill: tuple[str, str, int] | None = None, cwd: Path | N
 def dataset(out: Path) -> dict[str, bytes]:
     files = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
              if p.is_file() and str(p.relative_to(out)).startswith(("data/", "rejected/", "_synthfer/parts/"))}
-    if (out / "manifest.parquet").exists():
-        files["manifest.parquet"] = (out / "manifest.parquet").read_bytes()
+    for name in ("manifest.parquet", "calibration.json"):
+        if (out / name).exists():
+            files[name] = (out / name).read_bytes()
     return files
 
 
@@ -130,13 +134,13 @@ def violations(out: Path) -> list[str]:
     return found
 
 
-def prepare(scenario: str, work: Path) -> tuple[Path, Path]:
+def prepare(scenario: str, work: Path, recipe_text: str = RECIPE) -> tuple[Path, Path]:
     """A recipe and an output in the state the scenario starts from."""
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
     recipe = work / "recipe.yaml"
-    recipe.write_text(RECIPE)
+    recipe.write_text(recipe_text)
     out = work / "out"
     for args in SCENARIOS[scenario][0]:
         done = cli(["build", str(recipe), "-q", "--output", str(out), *args])
@@ -149,16 +153,17 @@ def prepare(scenario: str, work: Path) -> tuple[Path, Path]:
     return recipe, out
 
 
-def reference(work: Path) -> dict[str, bytes]:
+def reference(work: Path, recipe_text: str = RECIPE) -> dict[str, bytes]:
     """The dataset of an uninterrupted fresh build of the final recipe."""
-    recipe, out = prepare("fresh", work)
+    recipe, out = prepare("fresh", work, recipe_text)
     done = cli(["build", str(recipe), "-q", "--output", str(out)])
     assert done.returncode == 0, done.stderr
     return dataset(out)
 
 
-def run_point(scenario: str, target: str, when: str, nth: int, work: Path, expected: dict) -> Outcome:
-    recipe, out = prepare(scenario, work)
+def run_point(scenario: str, target: str, when: str, nth: int, work: Path, expected: dict,
+              recipe_text: str = RECIPE) -> Outcome:
+    recipe, out = prepare(scenario, work, recipe_text)
     before = violations(out) if out.exists() else []   # the resume scenario's damage is the user's, not the kill's
     final = ["build", str(recipe), "-q", "--output", str(out), *SCENARIOS[scenario][1]]
     killed = cli(final, kill=(target, when, nth))

@@ -37,3 +37,11 @@ def test_a_kill_at_a_random_moment(tmp_path, expected):
     import random
     outcome = crash.run_random("fresh", tmp_path / "work", expected, random.Random(7))
     assert outcome.violations == [] and outcome.identical   # wherever it landed (or if the build was faster)
+
+
+def test_a_corrected_build_killed_after_its_pilot_and_rerun_gives_the_same_bytes(tmp_path):
+    expected = crash.reference(tmp_path / "reference", crash.CORRECTED)
+    assert "calibration.json" in expected and any(k.startswith("data/") for k in expected)
+    outcome = crash.run_point("fresh", "synthfer.calibrate:calibrate", "after", 1, tmp_path / "work", expected,
+                              crash.CORRECTED)
+    assert outcome.killed and outcome.violations == [] and outcome.identical

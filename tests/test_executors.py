@@ -42,6 +42,19 @@ def test_one_process_per_device_equals_local_build(cli, tmp_path, local_build):
     assert _bytes(tmp_path / "procs") == local_build
 
 
+def test_a_corrected_build_is_the_same_on_ray_and_locally(cli, tmp_path):
+    pytest.importorskip("ray")
+    corrected = [*SMALLER, "--set", "identities.count=6", "--set", "correction.mode=both", "--set",
+                 "correction.steps=2", "--set", "correction.pilot_identities=2"]
+    local = cli("build", DEMO, "-q", "--output", tmp_path / "local", *corrected)
+    assert local.exit_code == 0, local.output
+    ray = cli("build", DEMO, "-q", "--output", tmp_path / "ray", *corrected,
+              "--set", "execution.executor=ray", "--set", "execution.ray.workers=2")
+    assert ray.exit_code == 0, ray.output
+    assert _bytes(tmp_path / "ray") == _bytes(tmp_path / "local")
+    assert (tmp_path / "ray" / "calibration.json").read_bytes() == (tmp_path / "local" / "calibration.json").read_bytes()
+
+
 def test_devices_must_be_one_kind(cli):
     result = cli("validate", DEMO, "--set", "execution.devices=[cpu, cuda:0]")
     assert result.exit_code == 2

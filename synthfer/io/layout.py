@@ -6,6 +6,7 @@ glob patterns find each split's data and nothing else:
 
     README.md                     dataset card (Hugging Face front matter: configs per split, licence)
     classes.json                  when the recipe has classes
+    calibration.json              correction.mode calibrate/both: the pilot's per-direction correction
     data/{split}-NNNNNN.tar       accepted samples (split: train | val | test)
     rejected/rejected-NNNNNN.tar  rejected samples, only with output.keep_rejected
     manifest.parquet, run.json
@@ -28,6 +29,7 @@ class Layout:
     manifest = "manifest.parquet"
     run_json = "run.json"
     classes = "classes.json"
+    calibration = "calibration.json"
     card = "README.md"
     croissant = "croissant.json"
     fingerprint = "_synthfer/fingerprint.json"

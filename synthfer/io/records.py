@@ -94,6 +94,34 @@ LIST_SCORES = ("pred_valence_each", "pred_arousal_each")             # list<floa
 NUMBER_SCORES = tuple(n for n in SCORE_COLUMNS if n not in LIST_SCORES)  # float64 columns
 
 
+@dataclass(frozen=True)
+class EditRecord:
+    """How a sample's image was edited: the request it was rendered with and, with correction,
+    every attempt (its VA distance to the original target and what the estimator read)."""
+    requested: tuple | None = None   # (valence, arousal) of the kept render; None when not edited
+    attempts: int = 0                # renders of this sample (0: none, e.g. skipped)
+    errors: tuple = ()               # correction only: each attempt's VA distance to the target (None: unusable)
+    pred_valence: tuple = ()         # correction only: each attempt's predicted valence, arousal
+    pred_arousal: tuple = ()
+
+    def columns(self) -> dict:
+        return {"requested_valence": None if self.requested is None else float(self.requested[0]),
+                "requested_arousal": None if self.requested is None else float(self.requested[1]),
+                "attempts": self.attempts, "attempt_errors": list(self.errors),
+                "attempt_pred_valence": list(self.pred_valence), "attempt_pred_arousal": list(self.pred_arousal)}
+
+    @classmethod
+    def from_columns(cls, row: dict) -> "EditRecord":
+        v, a = row.get("requested_valence"), row.get("requested_arousal")
+        return cls(None if v is None else (v, a), int(row.get("attempts") or 0), tuple(row.get("attempt_errors") or ()),
+                   tuple(row.get("attempt_pred_valence") or ()), tuple(row.get("attempt_pred_arousal") or ()))
+
+
+EDIT_COLUMNS = (("requested_valence", "float64"), ("requested_arousal", "float64"), ("attempts", "int32"),
+                ("attempt_errors", "list<float64>"), ("attempt_pred_valence", "list<float64>"),
+                ("attempt_pred_arousal", "list<float64>"))
+
+
 def _arrow(kind: str, column: str | None = None):
     return field(metadata={"arrow": kind, "column": column})
 
@@ -117,6 +145,7 @@ class Row:
     reject_reasons: tuple = _arrow("list<string>")
     scores: Scores = _arrow("scores")            # flattened into SCORE_COLUMNS
     score_flags: tuple = _arrow("list<string>")  # why a null score is null (Scores.flags)
+    edit: EditRecord = _arrow("edit")            # flattened into EDIT_COLUMNS
     width: int | None = _arrow("int32")          # null when no image was written
     height: int | None = _arrow("int32")
     image_sha256: str | None = _arrow("string")
@@ -126,7 +155,7 @@ class Row:
         out = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "scores":
+            if f.name in ("scores", "edit"):
                 out.update(value.columns())
             elif isinstance(value, tuple):
                 out[f.name] = list(value)
@@ -140,13 +169,15 @@ def arrow_schema():
     import pyarrow as pa
 
     types = {"string": pa.string(), "int32": pa.int32(), "int64": pa.int64(), "float64": pa.float64(),
-             "list<string>": pa.list_(pa.string())}
+             "list<string>": pa.list_(pa.string()), "list<float64>": pa.list_(pa.float64())}
     out = []
     for f in fields(Row):
         kind = f.metadata.get("arrow", "string")
         if kind == "scores":
             out += [(name, pa.list_(pa.float64()) if name in LIST_SCORES else pa.float64())
                     for name in SCORE_COLUMNS]
+        elif kind == "edit":
+            out += [(name, types[t]) for name, t in EDIT_COLUMNS]
         else:
             out.append((f.metadata.get("column") or f.name, types[kind]))
     return pa.schema(out)

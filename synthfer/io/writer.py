@@ -14,7 +14,7 @@ import numpy as np
 from synthfer.filters import ACCEPTED, REJECTED, Verdict, decisions_digest, surplus_digest
 from synthfer.io import images
 from synthfer.io.manifest import part_bytes
-from synthfer.io.records import Row, Scores
+from synthfer.io.records import EditRecord, Row, Scores
 from synthfer.io.shards import Member, ShardStore, tar_bytes
 
 
@@ -26,6 +26,7 @@ class Judged:
     scores: Scores
     pixels: np.ndarray | None      # uint8 [H, W, 3] of a rendered, finite image; None otherwise
     stored: tuple | None = None    # (member name, encoded bytes, width, height) kept from a committed version
+    edit: EditRecord = EditRecord()  # the request it was rendered with, the correction's attempts
 
 
 class ShardWriter:
@@ -71,7 +72,7 @@ class ShardWriter:
                    split=s.split, target=t.key, target_angle_deg=t.angle_deg, target_intensity=t.intensity,
                    target_valence=t.valence, target_arousal=t.arousal, class_name=t.class_name,
                    class_id=t.class_id, status=j.verdict.status, reject_reasons=j.verdict.reasons,
-                   scores=j.scores, score_flags=tuple(j.scores.flags()),
+                   scores=j.scores, score_flags=tuple(j.scores.flags()), edit=j.edit,
                    width=image[2] if image else None, height=image[3] if image else None,
                    image_sha256=hashlib.sha256(image[1]).hexdigest() if image else None,
                    recipe_fingerprint=self.fingerprint)

@@ -94,6 +94,11 @@ def load_recipe(path: str | Path, overrides: list[str] = (), output: str | None 
         if not path.is_file():
             problems.append(f"{where}: {catalog.missing_message(value)}" if catalog.is_reference(value)
                             else f"{where}: file not found: {path}")
+    calibration = recipe.correction.calibration
+    if calibration is not None and not loaded.resolve(calibration).is_file():
+        loc = ("correction", "calibration")
+        problems.append(f"{_where(label, lines, applied, loc)}: correction.calibration: file not found: "
+                        f"{loaded.resolve(calibration)}")
     if problems:
         raise RecipeError(problems)
     return loaded

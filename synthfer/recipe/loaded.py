@@ -54,6 +54,8 @@ class LoadedRecipe:
         data["output"].pop("storage_options", None)  # may hold credentials
         for slot, field, value in self.model_files():
             _block(data, slot)[field] = str(self.resolve(value))
+        if data["correction"]["calibration"] is not None:
+            data["correction"]["calibration"] = str(self.resolve(data["correction"]["calibration"]))
         return data
 
     def model_slots(self) -> list[Slot]:
@@ -92,6 +94,13 @@ class LoadedRecipe:
         del data["name"]
         # The device that runs, not the one asked for: "auto" is a CPU here and a GPU there.
         data["execution"]["device"] = device_type
+        # Correction off renders exactly as before it existed: fingerprints of such builds stay.
+        # A reused calibration counts by its content, not where it lies.
+        if self.recipe.correction.mode == "off":
+            del data["correction"]
+        elif self.recipe.correction.calibration is not None:
+            data["correction"]["calibration"] = "sha256:" + hashlib.sha256(
+                self.resolve(self.recipe.correction.calibration).read_bytes()).hexdigest()
         for slot in self.model_slots():
             for field in getattr(slot.spec, "files", ()):
                 _block(data, slot).pop(field, None)

@@ -249,6 +249,27 @@ class Execution(_Strict):
         return v
 
 
+class Correction(_Strict):
+    """Closed-loop expression correction toward the measured VA (synthfer/correction.py)."""
+    mode: Literal["off", "iterate", "calibrate", "both"] = "off"
+    steps: int = Field(3, ge=1, le=10)                 # iterate: extra renders per sample, at most
+    gain: float = Field(1.0, gt=0, le=2)               # iterate: share of the measured miss undone per step
+    update: Literal["rotate", "additive"] = "rotate"   # rotate: turn/scale the request by the miss; additive
+    tolerance_deg: float = Field(5.0, gt=0, le=180)    # within this direction error a render is kept as is
+    tolerance_distance: float | None = Field(None, gt=0)  # and, when set, within this VA distance
+    pilot_identities: int = Field(8, ge=1, le=10_000)  # calibrate: identities of the pilot (own seeds)
+    bin_deg: float = Field(15.0, ge=1, le=90)          # calibrate: width of a direction bin
+    calibration: str | None = None                     # calibrate: reuse this calibration.json, no pilot
+
+    @property
+    def iterates(self) -> bool:
+        return self.mode in ("iterate", "both")
+
+    @property
+    def calibrates(self) -> bool:
+        return self.mode in ("calibrate", "both")
+
+
 class Recipe(_Strict):
     name: str = Field("synthfer", min_length=1)
     seed: int = Field(0, ge=0, lt=2**63)
@@ -258,6 +279,18 @@ class Recipe(_Strict):
     filters: Filters = Filters()
     output: Output = Output()
     execution: Execution = Execution()
+    correction: Correction = Correction()
+
+    @model_validator(mode="after")
+    def _correction_has_an_estimator(self):
+        c = self.correction
+        if c.mode != "off" and self.models.va is None:
+            raise _PathError(("correction", "mode"), f"{c.mode} corrects toward the VA estimator's reading: "
+                                                     "needs models.va")
+        if c.calibration is not None and not c.calibrates:
+            raise _PathError(("correction", "calibration"), f"a calibration is used by mode calibrate or both, "
+                                                            f"not {c.mode}")
+        return self
 
     @model_validator(mode="after")
     def _filters_have_models(self):

@@ -34,7 +34,7 @@ _ANGLE_TOLERANCE_DEG = 0.05
 # Manifest columns the report reads; the rest (hashes, seeds, fingerprints) would only cost time.
 _COLUMNS = ["key", "shard", "identity", "split", "target", "target_angle_deg", "target_intensity",
             "target_valence", "target_arousal", "class", "status", "quality", "identity_similarity",
-            "pred_valence", "pred_arousal", "pred_angle_deg", "width"] + list(metrics.ERROR_COLUMNS)
+            "pred_valence", "pred_arousal", "pred_angle_deg", "width", "attempts"] + list(metrics.ERROR_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,9 @@ def load_run(out_dir: str | Path | OutputFolder) -> Run:
         notes.append("run.json missing or unreadable: failure bands unknown, the paper's region is used.")
 
     frame = table.select(_COLUMNS + ["va_disagreement"]).to_pandas()
+    # renders per sample (correction); outputs older than the column rendered each sample once
+    frame["attempts"] = frame["attempts"].astype("float64").where(frame["attempts"].notna(),
+                                                                  np.where(frame["status"] == "skipped", 0.0, 1.0))
     va_each, va_names = _estimators(table, recipe)
     _add_groups(frame, bands)
     # signed error: positive = predicted counter-clockwise of the target (bias, not MAE)

@@ -26,7 +26,7 @@ PAPER_COLUMNS = (
 )
 assert tuple(c for c, _, _ in PAPER_COLUMNS) == metrics.ERROR_COLUMNS
 # Signed means (bias) and the other scores: in metrics.csv, and the direction bias in the tables.
-EXTRA_COLUMNS = ("direction_bias_deg", "valence_bias", "arousal_bias", "quality", "identity_similarity")
+EXTRA_COLUMNS = ("direction_bias_deg", "valence_bias", "arousal_bias", "quality", "identity_similarity", "attempts")
 VALUE_COLUMNS = metrics.ERROR_COLUMNS + EXTRA_COLUMNS
 GROUPINGS = ("class", "direction", "intensity", "band", "overall")
 SUBSETS = ("measured", "accepted")
@@ -302,12 +302,14 @@ def compare_sections(merged: pd.DataFrame, this_name: str, other_name: str) -> l
     out = []
     for grouping in GROUPINGS:
         for subset, part in _parts(merged, grouping):
-            header = _label_header(grouping) + ["n"] + [h for _, h, _ in PAPER_COLUMNS] + ["acceptance"]
+            header = _label_header(grouping) + ["n"] + [h for _, h, _ in PAPER_COLUMNS] + ["acceptance",
+                                                                                            "renders/sample"]
             rows = []
             for _, r in part.iterrows():
                 cells = _label_cells(r) + [_arrow(r, "n", 0)]
                 cells += [_arrow(r, f"{c}_mean", d) for c, _, d in PAPER_COLUMNS]
                 cells.append(_arrow(r, "acceptance_rate", 1, pct=True))
+                cells.append(_arrow(r, "attempts_mean", 2))
                 rows.append(cells)
             out.append(Section(f"Compare {_TITLES[grouping].lower()}: {subset}", header, rows,
                                f"Each cell: {other_name} → {this_name} (difference {this_name} − {other_name}); "

@@ -87,14 +87,14 @@ class Assessor:
     def has_embedding(self) -> bool:
         return self.quality_model is not None and self.quality.output == "embedding"
 
-    def measure(self, pixels: torch.Tensor, batch_size: int) -> Measurements:
+    def measure(self, pixels: torch.Tensor, batch_size: int, with_quality: bool = True) -> Measurements:
         # The assessment models are small next to the generator: larger chunks than the
         # generator's batch cut per-call overhead. Fixed per batch_size, so results stay deterministic.
         batch_size = max(batch_size, ASSESS_MIN_BATCH)
         n = pixels.shape[0]
         nan = np.full(n, np.nan)
         quality, embedding, pv, pa = nan.copy(), None, nan.copy(), nan.copy()
-        if self.quality_model is not None and n:
+        if with_quality and self.quality_model is not None and n:
             out = self._run(self.quality_model, self.quality.output_name, self.quality.preprocess, pixels, batch_size)
             if self.quality.output == "embedding":
                 embedding = out.reshape(n, -1).astype(np.float64)
@@ -117,6 +117,14 @@ class Assessor:
             # by more than its share of the unit range.
             pv, pa = va_each[..., 0].mean(0), va_each[..., 1].mean(0)
         return Measurements(quality, embedding, pv, pa, va_each)
+
+    def measure_va(self, pixels: torch.Tensor, batch_size: int) -> np.ndarray:
+        """[N] complex valence + i*arousal (the estimators' clamped mean; NaN where unusable), for
+        the correction loop, which needs nothing else."""
+        if not self.va or not pixels.shape[0]:
+            return np.full(pixels.shape[0], np.nan + 0j)
+        m = self.measure(pixels, batch_size, with_quality=False)
+        return m.pred_valence + 1j * m.pred_arousal
 
     @staticmethod
     def _run(model, output_name, spec: Preprocess, pixels: torch.Tensor, batch_size: int) -> np.ndarray:
@@ -150,19 +158,30 @@ def scores_of(targets: list, idents: list[int], m: Measurements, quality: bool, 
         spread = m.disagreement
         several = m.va_each is not None and m.va_each.shape[0] > 1
         for k in range(n):
-            values = {name: score(v[k]) for name, v in err.items()}
+            values = _va_values(targets[k], m.pred_valence[k], m.pred_arousal[k], {name: v[k] for name, v in err.items()})
             if m.va_each is not None:
                 values["pred_valence_each"] = tuple(_finite_or_none(x) for x in m.va_each[:, k, 0])
                 values["pred_arousal_each"] = tuple(_finite_or_none(x) for x in m.va_each[:, k, 1])
             if several:
                 values["va_disagreement"] = score(spread[k])
-            if targets[k].intensity == 0.0:   # no direction at the origin: undefined, not a failure
-                values["direction_error_deg"] = UNDEFINED
-            if m.pred_valence[k] == 0.0 and m.pred_arousal[k] == 0.0:  # predicted exactly neutral
-                values["pred_angle_deg"] = values["direction_error_deg"] = UNDEFINED
-            out[k] = out[k].with_(pred_valence=score(m.pred_valence[k]), pred_arousal=score(m.pred_arousal[k]),
-                                  **values)
+            out[k] = out[k].with_(**values)
     return out
+
+
+def va_scores(target, pred_valence: float, pred_arousal: float) -> dict:
+    """The VA score columns of one prediction against its target, as scores_of fills them (the
+    correction's accounting judges a first attempt with these)."""
+    err = metrics.va_errors([target.valence], [target.arousal], [pred_valence], [pred_arousal])
+    return _va_values(target, pred_valence, pred_arousal, {name: v[0] for name, v in err.items()})
+
+
+def _va_values(target, pv: float, pa: float, errors: dict) -> dict:
+    values = {name: score(v) for name, v in errors.items()}
+    if target.intensity == 0.0:   # no direction at the origin: undefined, not a failure
+        values["direction_error_deg"] = UNDEFINED
+    if pv == 0.0 and pa == 0.0:   # predicted exactly neutral
+        values["pred_angle_deg"] = values["direction_error_deg"] = UNDEFINED
+    return dict(values, pred_valence=score(pv), pred_arousal=score(pa))
 
 
 def _finite_or_none(x) -> float | None:
