@@ -13,8 +13,21 @@ def main() -> None:
     signals.install()
     try:
         from synthfer.cli import app
+        try:   # typer >= 0.20 parses with its own copy of click
+            from typer._click import exceptions as click
+        except ImportError:
+            from click import exceptions as click
 
-        app()
+        try:
+            code = app(standalone_mode=False)
+        except click.NoArgsIsHelpError as err:
+            sys.stdout.write(err.ctx.get_help() + "\n")
+            code = 0
+        except click.UsageError as err:  # one line, like every other mistake (not click's framed panel)
+            where = err.ctx.command_path if err.ctx is not None else "synthfer"
+            sys.stderr.write(f"Error: {where}: {err.format_message()} (see {where} --help)\n")
+            code = 2
+        sys.exit(code if isinstance(code, int) else 0)
     except InterruptedBuild as err:  # a signal outside any command body (imports, argument parsing)
         sys.stderr.write(f"Error: {err}\n")
         sys.exit(err.exit_code)

@@ -17,7 +17,7 @@ from typing import Literal, Protocol
 
 import pyarrow.compute as pc
 
-from synthfer import signals, summary
+from synthfer import batching, runtime, signals, summary
 from synthfer.errors import ModelFileError, OutputError, QuotaNotMetError, ShardsFailedError, UsageError
 from synthfer.calibrate import calibrate
 from synthfer.executors import core, distributed, make_backend
@@ -76,6 +76,7 @@ class BuildResult:
     warnings: list = field(default_factory=list)    # summary.warnings (complete builds only)
     unit: str = "target"                            # what by_class groups by: class, or target without classes
     correction: dict = field(default_factory=dict)  # summary.correction_counts: renders per accepted image
+    batch_size_asked: object = None                 # execution.batch_size as the recipe has it ("auto" or N)
 
 
 def build(loaded: LoadedRecipe, shards: str | None = None, reporter: Reporter | None = None,
@@ -101,12 +102,22 @@ def build(loaded: LoadedRecipe, shards: str | None = None, reporter: Reporter | 
     # Models before anything is written: a bad model file leaves no trace. Builds whose shards are
     # built elsewhere read the weights on the CPU only to fingerprint them.
     device_type = _device_type(loaded)
+    runtime.tune_malloc()
+    reporter.note("loading models (" + ", ".join(slot.name for slot in loaded.model_slots()) + ") ...")
     models = load_models(loaded, "cpu" if distributed(recipe) else None)
+    asked = recipe.execution.batch_size
+    loaded = loaded.with_batch_size(batching.resolve(asked, models.generator, _batch_device(loaded, device_type)))
+    recipe = loaded.recipe
+    if asked == "auto":
+        reporter.note(f"batch size {recipe.execution.batch_size} (auto: {device_type}, "
+                      f"{models.generator.resolution} px generator)")
     hashes, model_info = models.identities, summary.models_info(loaded, models)
     inputs, fingerprint = loaded.fingerprint_inputs(hashes, device_type), loaded.fingerprint(hashes, device_type)
     shard_fingerprint = loaded.shard_fingerprint(hashes, device_type)
     store = ShardStore(folder, CURRENT)
     worker = None if distributed(recipe) else Worker(recipe, plan, models, shard_fingerprint, store)
+    if worker is not None:   # per-batch progress; shards built elsewhere report at each commit
+        worker.on_batch = reporter.rendered
     # Distributed builds calibrate on the driver's CPU copy of the models (deterministic either way).
     pilot = (worker or Worker(recipe, plan, models, shard_fingerprint, store)) if recipe.correction.calibrates else None
     del models
@@ -145,7 +156,8 @@ def build(loaded: LoadedRecipe, shards: str | None = None, reporter: Reporter | 
         built_s = time.perf_counter() - t_compute
         with _storage(folder, "writing the manifest or run.json failed",
                       "; committed shards are intact, run again to finish"):
-            result = _finalize(loaded, plan, store, fingerprint, shard_fingerprint, model_info, outcome, t0, built_s)
+            result = _finalize(loaded, plan, store, fingerprint, shard_fingerprint, model_info, outcome, t0, built_s,
+                               asked)
     if outcome.failed:
         raise ShardsFailedError(f"{len(outcome.failed)} of {len(plan.shards)} shards failed after "
                                 f"{recipe.execution.retries} retries: " +
@@ -155,6 +167,15 @@ def build(loaded: LoadedRecipe, shards: str | None = None, reporter: Reporter | 
                                + short_text(outcome.short) + "; raise identities.max_count or loosen the filters",
                                result)
     return result
+
+
+def _batch_device(loaded: LoadedRecipe, device_type: str):
+    """The device whose memory sizes an automatic batch: the build's own, or the workers' kind."""
+    import torch
+
+    if loaded.recipe.execution.executor == "ray" or loaded.recipe.execution.devices:
+        return torch.device(device_type)
+    return build_device(loaded)
 
 
 def _device_type(loaded: LoadedRecipe) -> str:
@@ -270,7 +291,8 @@ def _is_our_card(folder, layout) -> bool:
         return False
 
 
-def _finalize(loaded, plan, store, fingerprint, shard_fingerprint, model_info, outcome, t0, built_s) -> BuildResult:
+def _finalize(loaded, plan, store, fingerprint, shard_fingerprint, model_info, outcome, t0, built_s,
+              asked) -> BuildResult:
     committed = store.committed()
     parts = [(store.layout.part(s.index), committed[s.index]["files"][store.layout.part(s.index)]["sha256"])
              for s in plan.shards if s.index in committed]
@@ -290,6 +312,7 @@ def _finalize(loaded, plan, store, fingerprint, shard_fingerprint, model_info, o
         partial=outcome.partial, identities=plan.next_identity,
         unit="class" if loaded.recipe.targets.classes is not None else "target", **summary.counts(table, loaded.recipe),
     )
+    result.batch_size_asked = asked
     if len(parts) == len(plan.shards):
         result.warnings = summary.warnings(result, loaded.recipe)
     result.correction = summary.correction_counts(table, recipe, _pilot_renders(store))

@@ -31,9 +31,9 @@ def _version(value: bool):
 
 
 @app.callback()
-def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, metavar="",
                                        help="Print the version and exit."),
-          debug: bool = typer.Option(False, "--debug", help="Show the traceback of an unexpected error.")):
+          debug: bool = typer.Option(False, "--debug", help="Show the traceback of an unexpected error.", metavar="")):
     """Build synthetic facial-expression datasets (StyleGAN2 + EmoStyle) from a YAML recipe.
 
     Exit codes: 0 ok, 1 build failed, 2 bad usage/recipe/model file (nothing written),
@@ -53,14 +53,14 @@ def build(
     mode: str = typer.Option("resume", "--mode", metavar="MODE",
                              help="resume: continue a build of the same recipe (refuse another); overwrite: remove "
                                   "the old output first; extend: identities.count grew, build only the new shards."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary; errors only."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary; errors only.", metavar=""),
     log_format: str = typer.Option("text", "--log-format", metavar="FORMAT",
                                    help="text, or json: one JSON object per event on stdout (for cron and log collectors)."),
     trust_markers: bool = typer.Option(False, "--trust-markers",
-                                       help="Check committed shards by size only, not sha256 (faster resume of huge outputs)."),
-    with_report: bool = typer.Option(False, "--report", help="Write OUT_DIR/report/ (synthfer report) at the end."),
+                                       help="Check committed shards by size only, not sha256 (faster resume of huge outputs).", metavar=""),
+    with_report: bool = typer.Option(False, "--report", help="Write OUT_DIR/report/ (synthfer report) at the end.", metavar=""),
     strict: bool = typer.Option(False, "--strict", help="Exit 5 when the build finishes with warnings (an empty "
-                                                        "class or split, a filter that rejected everything)."),
+                                                        "class or split, a filter that rejected everything).", metavar=""),
 ):
     """Generate, edit, assess and write the recipe's dataset: WebDataset shards + Parquet manifest.
 
@@ -68,7 +68,6 @@ def build(
     interrupted build resumes where it stopped. One build per output folder at a time.
     """
     def body():
-        from synthfer.build import build as run_build
         from synthfer.errors import QuotaNotMetError, ShardsFailedError, StrictWarningsError, UsageError
         from synthfer.progress import make_reporter
         from synthfer.recipe import load_recipe
@@ -79,6 +78,8 @@ def build(
             raise UsageError(f"--log-format: must be text or json, got {log_format!r}")
         loaded = load_recipe(recipe, overrides or [], output)
         reporter = make_reporter(quiet, log_format)
+        reporter.note("starting (importing torch) ...")   # a second or more of silence otherwise
+        from synthfer.build import build as run_build
         try:
             result = run_build(loaded, shards=shards, reporter=reporter, mode=mode, trust_markers=trust_markers)
         except (ShardsFailedError, QuotaNotMetError) as err:
@@ -122,14 +123,17 @@ def report(
     out_dir: str = typer.Argument(..., metavar="OUT_DIR", help="A build's output folder (path or URL)."),
     compare: Optional[str] = typer.Option(None, "--compare", metavar="OTHER_OUT_DIR",
                                           help="Set another output's tables beside these, with differences."),
-    no_sheets: bool = typer.Option(False, "--no-sheets", help="Skip contact sheets (no images read)."),
+    no_sheets: bool = typer.Option(False, "--no-sheets", help="Skip contact sheets (no images read).", metavar=""),
 ):
     """Write OUT_DIR/report/: the paper's protocol tables, plots, contact sheets and report.html."""
     def body():
         from synthfer.report import write_report
 
-        page = write_report(out_dir, compare=compare, sheets=not no_sheets)
+        warnings: list = []
+        page = write_report(out_dir, compare=compare, sheets=not no_sheets, warnings=warnings)
         out.print(f"report: {page}")
+        for line in warnings:
+            sys.stderr.write(f"Warning: {line}\n")
     _guard(body)
 
 
@@ -165,7 +169,7 @@ def export(
     dest: Path = typer.Argument(..., metavar="DEST", help="Where to write the export (an empty or new folder)."),
     fmt: str = typer.Option(..., "--format", metavar="FORMAT",
                             help="imagefolder (split/class/KEY.ext) or affectnet-csv (images + AffectNet CSVs)."),
-    force: bool = typer.Option(False, "--force", help="Replace an earlier synthfer export in DEST."),
+    force: bool = typer.Option(False, "--force", help="Replace an earlier synthfer export in DEST.", metavar=""),
 ):
     """Copy the accepted images into a layout other codebases read: torchvision's ImageFolder, or
     AffectNet's training CSVs. Streams shard by shard; every image is checked against the manifest."""
@@ -180,7 +184,7 @@ def export(
 
 @app.command()
 def validate(recipe: Path = RecipeArg, overrides: Optional[List[str]] = SetOpt,
-             strict: bool = typer.Option(False, "--strict", help="Exit 5 when there are warnings.")):
+             strict: bool = typer.Option(False, "--strict", help="Exit 5 when there are warnings.", metavar="")):
     """Check a recipe and print what it would build; exit 2 listing every problem. Warnings
     (settings that cannot be meant, thresholds outside what an existing output measured) go to
     stderr."""
@@ -205,7 +209,7 @@ def validate(recipe: Path = RecipeArg, overrides: Optional[List[str]] = SetOpt,
 
 @app.command("plan")
 def plan_cmd(recipe: Path = RecipeArg, overrides: Optional[List[str]] = SetOpt,
-             all_shards: bool = typer.Option(False, "--all", help="List every shard, not just the first 20.")):
+             all_shards: bool = typer.Option(False, "--all", help="List every shard, not just the first 20.", metavar="")):
     """Show shards, splits, targets and an output size estimate, without loading any model."""
     def body():
         from synthfer.plan import Plan, estimated_bytes

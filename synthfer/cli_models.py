@@ -16,7 +16,7 @@ models_app = typer.Typer(help="Inspect, convert and check model weight files.", 
 
 
 @models_app.command("info")
-def models_info(file: Path = typer.Argument(..., metavar="FILE", help="A generator or editor weights file.")):
+def models_info(file: Path = typer.Argument(..., metavar="FILE", help="A generator or editor weights file, or an ONNX estimator.")):
     """Show a weights file's format, architecture, resolution, parameters and sha256 (loads it safely)."""
     def body():
         from synthfer.models.checkpoints import inspect
@@ -51,7 +51,7 @@ def models_convert(
 
 @models_app.command("check")
 def models_check(recipe: Path = RecipeArg, overrides: Optional[List[str]] = SetOpt,
-                 strict: bool = typer.Option(False, "--strict", help="Exit 5 when there are warnings.")):
+                 strict: bool = typer.Option(False, "--strict", help="Exit 5 when there are warnings.", metavar="")):
     """Load every model of a recipe, check they fit together, run one batch through all of them
     with the recipe's preprocessing (failing on whatever a build would fail on, warning about
     outputs that look like logits or probabilities), and show their licence notes."""
@@ -118,7 +118,7 @@ def models_fetch(
     mirror: Optional[str] = typer.Option(None, "--mirror", metavar="URL",
                                          help="Download from this HTTP(S) folder of the files instead."),
     no_export: bool = typer.Option(False, "--no-export",
-                                   help="Do not write the ONNX file of EmoNet and MagFace checkpoints."),
+                                   help="Do not write the ONNX file of EmoNet and MagFace checkpoints.", metavar=""),
 ):
     """Download registry entries with a progress bar, resuming a partial download, verifying size,
     sha256 and git blob ids, and pinning what was got in SHA256SUMS. EmoNet and MagFace checkpoints

@@ -13,16 +13,65 @@ from rich.table import Table
 from synthfer.plan import SPLITS, Plan
 
 
+PROGRESS_EVERY_S = 5.0   # plain-log and JSON progress events: the first batch, then at most this often
+RATE_WINDOW_S = 30.0     # the rate (and so the ETA) is measured over this recent window
+
+
 class Quiet:
     """Says nothing. The base of the other reporters: every event is a no-op here."""
 
     def started(self, shards, samples, already_done): pass
     def more(self, shards, samples): pass
     def note(self, message): pass
+    def rendered(self, shard, samples): pass   # a batch of a shard's samples was generated (local builds)
     def committed(self, shard, marker): pass
     def retried(self, shard, attempt, error): pass
     def failed(self, shard, error): pass
     def finished(self): pass
+
+
+def start_line(shards: int, samples: int, already_done: int) -> str:
+    """What a build says before its first batch: fresh, resumed, or nothing left to do."""
+    if shards and already_done == shards:
+        return f"nothing to build: all {shards} shards are already committed and verified"
+    if already_done:
+        return (f"resuming: {already_done} of {shards} shards already committed and verified; building "
+                f"{shards - already_done} ({samples} samples planned in all {shards})")
+    return f"building {shards} shards ({samples} samples planned in them)"
+
+
+class _Counter:
+    """Samples done this run (per batch, corrected at each commit) and a rate over a recent window."""
+
+    def __init__(self, total: int, done: int):
+        self.total, self.done = total, done
+        self.per_shard: dict[int, int] = {}
+        self.window: list[tuple[float, int]] = [(time.perf_counter(), done)]
+
+    def batch(self, shard, samples: int) -> None:
+        self.per_shard[shard.index] = self.per_shard.get(shard.index, 0) + samples
+        self._add(samples)
+
+    def commit(self, shard, rows: int) -> int:
+        """Advance to the shard's full row count; returns how much that added."""
+        extra = rows - self.per_shard.pop(shard.index, 0)
+        self._add(extra)
+        return extra
+
+    def _add(self, n: int) -> None:
+        self.done += n
+        now = time.perf_counter()
+        self.window.append((now, self.done))
+        while len(self.window) > 2 and now - self.window[1][0] > RATE_WINDOW_S:
+            self.window.pop(0)
+
+    def rate(self) -> float:
+        (t0, d0), (t1, d1) = self.window[0], self.window[-1]
+        return (d1 - d0) / (t1 - t0) if t1 > t0 else 0.0
+
+    def eta_s(self) -> float | None:
+        rate = self.rate()
+        return max(self.total - self.done, 0) / rate if rate > 0 else None
 
 
 class _Bar(Quiet):
@@ -38,12 +87,17 @@ class _Bar(Quiet):
 
     def started(self, shards, samples, already_done):
         self.total_shards, self.done_shards = shards, already_done
-        self.t0 = time.perf_counter()
-        self.new_samples = 0
-        self.task = self.progress.add_task("build", total=samples, shards=self._shards(), rate="")
+        if already_done:
+            self.note(start_line(shards, samples, already_done))
         per_shard = samples / shards if shards else 0
-        self.progress.update(self.task, completed=int(already_done * per_shard))
+        self.counter = _Counter(samples, int(already_done * per_shard))
+        self.task = self.progress.add_task("build", total=samples, shards=self._shards(), rate="")
+        self.progress.update(self.task, completed=self.counter.done)
         self.progress.start()
+
+    def rendered(self, shard, samples):
+        self.counter.batch(shard, samples)
+        self.progress.update(self.task, advance=samples, rate=f"{self.counter.rate():.1f} img/s")
 
     def _shards(self):
         return f"shards {self.done_shards}/{self.total_shards}"
@@ -57,9 +111,8 @@ class _Bar(Quiet):
 
     def committed(self, shard, marker):
         self.done_shards += 1
-        self.new_samples += marker["rows"]
-        rate = self.new_samples / max(time.perf_counter() - self.t0, 1e-9)
-        self.progress.update(self.task, advance=marker["rows"], shards=self._shards(), rate=f"{rate:.1f} img/s")
+        extra = self.counter.commit(shard, marker["rows"])
+        self.progress.update(self.task, advance=extra, shards=self._shards(), rate=f"{self.counter.rate():.1f} img/s")
 
     def retried(self, shard, attempt, error):
         self.note(f"{shard.name} failed (attempt {attempt}): {error}; retrying")
@@ -78,9 +131,22 @@ class _Lines(Quiet):
         print(f"synthfer: {text}", file=sys.stderr, flush=True)
 
     def started(self, shards, samples, already_done):
-        self.total, self.done, self.t0 = shards, already_done, time.perf_counter()
-        self.samples = 0
-        self._say(f"building {shards - already_done} of {shards} shards ({samples} samples planned in them)")
+        self.total, self.done = shards, already_done
+        self.counter = _Counter(samples, int(already_done * samples / shards) if shards else 0)
+        self.last = None
+        self._say(start_line(shards, samples, already_done))
+
+    def rendered(self, shard, samples):
+        self.counter.batch(shard, samples)
+        now = time.perf_counter()
+        if self.last is None or now - self.last >= PROGRESS_EVERY_S:
+            self.last = now
+            self._progress()
+
+    def _progress(self):
+        eta = self.counter.eta_s()
+        self._say(f"progress {self.counter.done}/{self.counter.total} samples, {self.counter.rate():.1f} img/s, "
+                  f"ETA {'-' if eta is None else _clock(eta)}")
 
     def note(self, message):
         self._say(message)
@@ -90,10 +156,9 @@ class _Lines(Quiet):
 
     def committed(self, shard, marker):
         self.done += 1
-        self.samples += marker["rows"]
-        rate = self.samples / max(time.perf_counter() - self.t0, 1e-9)
+        self.counter.commit(shard, marker["rows"])
         self._say(f"committed {shard.name} ({shard.split}, {marker['rows']} samples) "
-                  f"[{self.done}/{self.total}] {rate:.1f} img/s")
+                  f"[{self.done}/{self.total}] {self.counter.rate():.1f} img/s")
 
     def retried(self, shard, attempt, error):
         self._say(f"{shard.name} failed (attempt {attempt}): {error}; retrying")
@@ -110,7 +175,19 @@ class JsonLines(Quiet):
         print(json.dumps(fields, sort_keys=True), flush=True)
 
     def started(self, shards, samples, already_done):
-        self._emit("started", shards=shards, samples=samples, already_committed=already_done)
+        self.counter = _Counter(samples, int(already_done * samples / shards) if shards else 0)
+        self.last = None
+        self._emit("started", shards=shards, samples=samples, already_committed=already_done,
+                   message=start_line(shards, samples, already_done))
+
+    def rendered(self, shard, samples):
+        self.counter.batch(shard, samples)
+        now = time.perf_counter()
+        if self.last is None or now - self.last >= PROGRESS_EVERY_S:
+            self.last = now
+            eta = self.counter.eta_s()
+            self._emit("progress", samples_done=self.counter.done, samples_total=self.counter.total,
+                       images_per_s=round(self.counter.rate(), 2), eta_s=None if eta is None else round(eta, 1))
 
     def note(self, message):
         self._emit("note", message=message)
@@ -119,6 +196,7 @@ class JsonLines(Quiet):
         self._emit("round", shards=shards, samples=samples)
 
     def committed(self, shard, marker):
+        self.counter.commit(shard, marker["rows"])
         self._emit("shard_committed", shard=shard.name, split=shard.split, rows=marker["rows"],
                    accepted=marker.get("accepted"))
 
@@ -137,6 +215,11 @@ class JsonLines(Quiet):
                    quota_short={f"{u}/{s}": n for (u, s), n in sorted(result.short.items())},
                    warnings=result.warnings, wall_s=round(result.wall_s, 3),
                    images_per_s=round(result.images_per_s, 2))
+
+
+def _clock(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 def make_reporter(quiet: bool, log_format: str = "text"):

@@ -31,7 +31,11 @@ class Committed:
         self.manifest_removed = False
         self.markers: dict[int, dict] = {}
         bad = []
-        for index in store.marker_indices():
+        indices = store.marker_indices()
+        if indices:
+            reporter.note(f"checking {len(indices)} committed shard{'s' if len(indices) != 1 else ''} "
+                          f"({'sizes' if trust_markers else 'sha256'}) ...")
+        for index in indices:
             try:
                 marker = store.read_marker(index)
                 problem = store.problem(index, marker, hashes=not trust_markers)

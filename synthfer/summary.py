@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 import torch
 
 import synthfer
-from synthfer import circumplex
+from synthfer import circumplex, runtime
 from synthfer.recipe import FORMAT_VERSION, LoadedRecipe
 
 
@@ -182,6 +182,8 @@ def run_info(loaded: LoadedRecipe, fingerprint: str, model_info: dict, result) -
         "shard_fingerprint": result.shard_fingerprint,   # the manifest's recipe_fingerprint column
         "models": model_info,
         "device": _device_name(loaded),
+        "runtime": dict(runtime.settings(), batch_size=loaded.recipe.execution.batch_size,
+                        batch_size_asked=result.batch_size_asked),
         "counts": {
             "planned_samples": result.planned_samples, "planned_shards": result.planned_shards,
             "committed_shards": result.committed_shards, "built_shards_this_run": result.built_shards,

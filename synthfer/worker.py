@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from synthfer.filters import ACCEPTED, REJECTED, Decider, Verdict
-from synthfer import correction
+from synthfer import correction, runtime
 from synthfer.io.records import EditRecord, Scores
 from synthfer.io.shards import ShardStore
 from synthfer.io.writer import Judged, ShardWriter
@@ -74,8 +74,11 @@ class Worker:
         self.decider = Decider(recipe.filters)
         self.assessor = Assessor(models.quality, recipe.models.quality, list(zip(models.va, va_specs(recipe.models))))
         self.writer = ShardWriter(recipe, fingerprint, store)
+        if models.device.type == "cuda":
+            runtime.set_tf32(recipe.execution.tf32)
         self.correction = recipe.correction
         self._calibration = None
+        self.on_batch = None   # (shard, samples) after each generated batch: progress of local builds
 
     @property
     def calibration(self) -> correction.Calibration | None:
@@ -89,7 +92,12 @@ class Worker:
     @classmethod
     def from_recipe(cls, loaded: LoadedRecipe, store: ShardStore, device: str | None = None) -> "Worker":
         """A worker with its own models (loaded once), as every executor's process or actor makes it."""
+        from synthfer import batching
+
+        runtime.tune_malloc()
         models = load_models(loaded, device)
+        loaded = loaded.with_batch_size(batching.resolve(loaded.recipe.execution.batch_size, models.generator,
+                                                         models.device))
         return cls(loaded.recipe, Plan(loaded.recipe), models,
                    loaded.shard_fingerprint(models.identities, models.device.type), store)
 
@@ -142,7 +150,7 @@ class Worker:
 
     def _fresh(self, c: ComputedShard) -> None:
         """Render every position; with correction, re-edit the samples still short (worker-side loop)."""
-        rendered = self._render(c.items(), c.job.shard, None)
+        rendered = self._render(c.items(), c.job.shard, None, progress=len(c.todo))
         res = self.models.generator.resolution
         c.pixels = torch.stack([rendered[k][0] for k in range(len(c.idents))]) if c.idents else torch.zeros(
             0, res, res, 3, dtype=torch.uint8)
@@ -211,11 +219,12 @@ class Worker:
         return np.concatenate(out)
 
     def _render(self, items: list[tuple], shard: Shard | None, wanted: list[int] | None,
-                people: tuple | None = None) -> dict:
+                people: tuple | None = None, progress: int = 0) -> dict:
         """{position: (uint8 [H, W, 3] image, finite)} of items[position] = (identity, request)
         for positions `wanted` (all when None). Positions are rendered in fixed batches of
         execution.batch_size, so an image never depends on which others were wanted.
-        people: (identities, seeds) whose w are computed; default the shard's."""
+        people: (identities, seeds) whose w are computed; default the shard's. progress: positions
+        below it are planned samples, reported to on_batch as each batch is done."""
         g, e, device = self.models.generator, self.models.editor, self.models.device
         bs = self.recipe.execution.batch_size
         positions = range(len(items)) if wanted is None else wanted
@@ -244,6 +253,9 @@ class Worker:
             for j, p in enumerate(span):
                 if wanted is None or p in wanted:
                     out[p] = (pixels[j], bool(finite[j]))
+            done = sum(p < progress for p in span)
+            if done and self.on_batch is not None:
+                self.on_batch(shard, done)
         return out
 
     def _keeps(self, sample: Sample, rows: dict, job: Job) -> bool:
@@ -267,6 +279,12 @@ class Worker:
     @torch.inference_mode()
     def finish(self, c: ComputedShard) -> dict:
         """Measure (fresh shards), decide, then encode and commit (io/writer.py). Returns the marker."""
+        try:
+            return self._finish(c)
+        finally:
+            runtime.release()
+
+    def _finish(self, c: ComputedShard) -> dict:
         if c.reused is not None:
             return self.writer.write(c.job, self._judge_reused(c), self.plan.composition(c.job.shard),
                                      len(c.reused.pixels))

@@ -70,3 +70,9 @@ def shard_tar(out: Path, index: int) -> Path:
 
 
 PARTS = Path("_synthfer") / "parts"
+
+
+def error_lines(stderr: str) -> list[str]:
+    """stderr without the progress notes a build prints before its first batch (`synthfer: ...`):
+    what must be exactly one `Error:` line when a build is refused."""
+    return [line for line in stderr.strip().splitlines() if not line.startswith("synthfer: ")]

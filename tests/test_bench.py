@@ -11,7 +11,9 @@ from tests.conftest import REPO
 
 
 def test_throughput_quick_json():
-    proc = subprocess.run([sys.executable, str(REPO / "bench" / "throughput.py"), "--quick", "--json", "--device", "cpu"],
+    # Smoke test only (the figures are bench/'s job): a couple of shards' worth of images.
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "throughput.py"), "--quick", "--json", "--device", "cpu",
+                           "--samples", "170", "--baseline-samples", "17", "--samples-per-shard", "85"],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout)
@@ -26,4 +28,5 @@ def test_throughput_quick_json():
         assert report["ratios"][ratio] > 0
         assert isinstance(report["pass"][ratio], bool)
         assert report["targets"][ratio] > 0
+    assert report["batch_size"] == "auto" and report["batch_size_used"] == 16
     assert report["device_name"] and report["torch"]

@@ -16,13 +16,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from synthfer.io.verify import verify
-from tests.conftest import PARTS, REPO, SMALL
+from tests.conftest import PARTS, REPO, SMALL, error_lines
 
 
 def _one_error(result, code):
     assert result.exit_code == code, result.output
     assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
+    lines = error_lines(result.stderr)
     assert len(lines) == 1 and lines[0].startswith("Error: "), lines
     return lines[0]
 
@@ -220,7 +220,7 @@ def test_repeated_sigterm_during_a_commit_lets_the_commit_finish(write_recipe, t
     proc = _child("build", recipe, "-q", kill=("synthfer.io.local_folder:LocalFolder._write_temp", "before", "2:SIGTERM",
                                                "synthfer.io.local_folder:LocalFolder._write_temp", "before", "3:SIGTERM"))
     assert proc.returncode == 143, proc.stderr
-    assert proc.stderr.strip() == "Error: SIGTERM: interrupted; committed shards are intact, run again to finish"
+    assert error_lines(proc.stderr) == ["Error: SIGTERM: interrupted; committed shards are intact, run again to finish"]
     assert (tmp_path / "out" / PARTS / "shard-000000.done.json").exists()   # the commit under way finished
     assert not list((tmp_path / "out").rglob("*.tmp-*"))
     from tests.crash import violations
@@ -230,7 +230,7 @@ def test_repeated_sigterm_during_a_commit_lets_the_commit_finish(write_recipe, t
 def test_a_signal_before_the_build_starts_has_the_documented_code(write_recipe, tmp_path):
     proc = _child("build", write_recipe(SMALL), kill=("synthfer.models.load:load_models", "before", "1:SIGINT"))
     assert proc.returncode == 130
-    assert proc.stderr.strip() == "Error: SIGINT: interrupted; committed shards are intact, run again to finish"
+    assert error_lines(proc.stderr) == ["Error: SIGINT: interrupted; committed shards are intact, run again to finish"]
     assert not (tmp_path / "out").exists()
 
 

@@ -15,6 +15,7 @@ from PIL import Image
 from synthfer.recipe import QualityPreprocess
 from synthfer.stages.assess import preprocess
 from tests import onnx_models
+from tests.conftest import error_lines
 
 BASE = """\
 seed: 3
@@ -164,6 +165,6 @@ def test_scalar_quality_gives_null_identity(build):
 ])
 def test_model_problems_exit_2_before_any_shard(build, tmp_path, models, files, message):
     result = build(models, files, expect=2)
-    lines = result.stderr.strip().splitlines()
+    lines = error_lines(result.stderr)
     assert len(lines) == 1 and message in lines[0] and lines[0].startswith("Error: "), lines
     assert not (tmp_path / "out").exists()

@@ -15,7 +15,7 @@ from synthfer.io.layout import CURRENT
 from synthfer.io.lock import output_lock
 from synthfer.io.verify import verify
 from synthfer.worker import Worker
-from tests.conftest import PARTS, SMALL, dataset_files
+from tests.conftest import PARTS, SMALL, dataset_files, error_lines
 
 # 8 identities, 5 targets, 1 identity per shard: 8 shards, so a kill lands between commits too.
 EIGHT = SMALL.replace("count: 4", "count: 8").replace("samples_per_shard: 10", "samples_per_shard: 5")
@@ -67,7 +67,8 @@ def test_a_second_build_on_a_locked_output_exits_75(cli, write_recipe, tmp_path)
     with output_lock(LocalFolder(tmp_path / "out"), CURRENT):
         result = cli("build", recipe)
     assert result.exit_code == 75
-    assert result.stderr.startswith(f"Error: {tmp_path / 'out'}: another build holds the lock (pid {os.getpid()} on ")
+    assert error_lines(result.stderr)[0].startswith(
+        f"Error: {tmp_path / 'out'}: another build holds the lock (pid {os.getpid()} on ")
     assert cli("build", recipe, "-q").exit_code == 0   # released: no obstacle any more
 
 

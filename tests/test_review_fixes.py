@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 
 from synthfer import circumplex
-from tests.conftest import SMALL
+from tests.conftest import SMALL, error_lines
 
 
 def _one_error(result, code):
     assert result.exit_code == code, result.output
     assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
+    lines = error_lines(result.stderr)
     assert len(lines) == 1 and lines[0].startswith("Error: "), lines
     return lines[0]
 

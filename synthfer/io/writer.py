@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
+from synthfer import runtime
 from synthfer.filters import ACCEPTED, REJECTED, Verdict, decisions_digest, surplus_digest
 from synthfer.io import images
 from synthfer.io.manifest import part_bytes
@@ -29,6 +32,21 @@ class Judged:
     edit: EditRecord = EditRecord()  # the request it was rendered with, the correction's attempts
 
 
+_pool: dict = {}
+
+
+def _encoder() -> ThreadPoolExecutor | None:
+    """One encoding pool per process (a forked child makes its own) of runtime.encode_threads();
+    None when that is 1: on 2 cores a pool beside the generator's threads was slower (docs/performance.md)."""
+    if runtime.encode_threads() <= 1:
+        return None
+    pid = os.getpid()
+    if pid not in _pool:
+        _pool.clear()
+        _pool[pid] = ThreadPoolExecutor(max_workers=runtime.encode_threads(), thread_name_prefix="synthfer-encode")
+    return _pool[pid]
+
+
 class ShardWriter:
     def __init__(self, recipe, fingerprint: str, store: ShardStore):
         self.recipe, self.fingerprint, self.store = recipe, fingerprint, store
@@ -41,6 +59,12 @@ class ShardWriter:
         ext = images.EXTENSIONS[spec.format]
         tars: dict[str, list[Member]] = {ACCEPTED: [], REJECTED: []}
         rows = []
+        kept = [j for j in judged if j.stored is None and j.pixels is not None and (
+            j.verdict.status == ACCEPTED or (j.verdict.status == REJECTED and keep_rejected))]
+        # PIL releases the GIL while it compresses: with cores to spare the images go to a pool.
+        encode = (lambda j: images.encode(j.pixels, spec.format, spec.size, spec.quality))
+        pool = _encoder()
+        encoded = dict(zip((id(j) for j in kept), pool.map(encode, kept) if pool else map(encode, kept)))
         for j in judged:
             status = j.verdict.status
             image = None
@@ -48,7 +72,7 @@ class ShardWriter:
                 if j.stored is not None:
                     image = (j.stored[0], j.stored[1], j.stored[2], j.stored[3])
                 elif j.pixels is not None:
-                    data, width, height = images.encode(j.pixels, spec.format, spec.size, spec.quality)
+                    data, width, height = encoded[id(j)]
                     image = (f"{j.sample.key}.{ext}", data, width, height)
             row = self._row(shard, j, image)
             if image is not None:

@@ -11,6 +11,7 @@ one line naming the file.
 from __future__ import annotations
 
 import hashlib
+import math
 import json
 from pathlib import Path
 
@@ -70,10 +71,40 @@ def inspect(path: str | Path) -> dict:
     architecture ("stylegan2-generator" | "emostyle-editor"), resolution, n_latent, w_dim, z_dim,
     parameters, latent_avg ("stored" | "estimated"; None for editors), config, sha256, size_bytes;
     generators add n_mlp and channels; converted files add source_sha256 and source_format."""
-    _, info = load_checkpoint(path, estimate_latent_avg=False)
+    try:
+        _, info = load_checkpoint(path, estimate_latent_avg=False)
+    except ModelFileError as err:
+        # Only a regular file whose content is nothing synthfer loads may be an ONNX estimator
+        # (never open a FIFO or device a second time: it would block).
+        info = _onnx_info(path) if str(err).endswith("(unrecognised content)") and Path(path).is_file() else None
+        if info is None:
+            raise err from None
     info["sha256"] = sha256_file(path)
     info["size_bytes"] = Path(path).stat().st_size
     return info
+
+
+def _onnx_info(path: str | Path) -> dict | None:
+    """An ONNX file's graph inputs, outputs and size (a quality or VA estimator); None if not ONNX."""
+    try:
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - anything onnx cannot parse is simply not ONNX
+        return None
+    if not model.graph.node:
+        return None
+    init = {i.name for i in model.graph.initializer}
+
+    def shape(v):
+        dims = [d.dim_param or str(d.dim_value) for d in v.type.tensor_type.shape.dim]
+        return f"{v.name} [{', '.join(dims)}]"
+    return {"path": str(path), "format": "onnx", "architecture": "onnx model (a quality or VA estimator)",
+            "inputs": "; ".join(shape(v) for v in model.graph.input if v.name not in init),
+            "outputs": "; ".join(shape(v) for v in model.graph.output),
+            "opset": ", ".join(f"{o.domain or 'ai.onnx'} {o.version}" for o in model.opset_import),
+            "parameters": sum(math.prod(i.dims) for i in model.graph.initializer),
+            "check": "synthfer models check RECIPE runs it with the recipe's preprocessing"}
 
 
 def convert(src: str | Path, dst: str | Path) -> dict:

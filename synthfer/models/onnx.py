@@ -18,6 +18,7 @@ import re
 import numpy as np
 
 from synthfer.errors import ModelFileError, first_line
+from synthfer import runtime
 
 _FLOAT = "tensor(float)"
 # onnxruntime prefixes every message with "[ONNXRuntimeError] : <code> : <NAME> :"; users need
@@ -76,6 +77,7 @@ class OnnxModel:
         # onnxruntime's pool threads spin after each run by default, burning the cores the
         # generator needs between calls; synthfer calls it in bursts, so let them sleep.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.intra_op_num_threads = runtime.ort_threads()   # it runs beside the generator (runtime.py)
         try:
             self.session = ort.InferenceSession(bytes(model_bytes), sess_options=options,
                                                 providers=_providers(device))

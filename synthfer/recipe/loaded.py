@@ -29,6 +29,13 @@ class LoadedRecipe:
         self.path = path
         self.overrides = overrides
 
+    def with_batch_size(self, batch_size: int) -> "LoadedRecipe":
+        """This recipe with execution.batch_size settled (auto resolved: synthfer/batching.py)."""
+        if self.recipe.execution.batch_size == batch_size:
+            return self
+        execution = self.recipe.execution.model_copy(update={"batch_size": batch_size})
+        return LoadedRecipe(self.recipe.model_copy(update={"execution": execution}), self.path, self.overrides)
+
     def resolve(self, relative: str) -> Path:
         """A model or output path as written: `registry:NAME` is that entry's file in the models
         folder (models/catalog.py); a relative path is relative to the recipe's folder."""
@@ -94,6 +101,8 @@ class LoadedRecipe:
         del data["name"]
         # The device that runs, not the one asked for: "auto" is a CPU here and a GPU there.
         data["execution"]["device"] = device_type
+        if device_type != "cuda":   # TF32 exists on CUDA only: a CPU build's bytes do not depend on it
+            del data["execution"]["tf32"]
         # Correction off renders exactly as before it existed: fingerprints of such builds stay.
         # A reused calibration counts by its content, not where it lies.
         if self.recipe.correction.mode == "off":

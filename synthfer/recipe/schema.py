@@ -179,6 +179,11 @@ class ImageSpec(_Strict):
     size: int = Field(256, ge=8, le=4096)   # square side in pixels, resized with antialiasing
     quality: int = Field(95, ge=1, le=100)  # jpg/webp only
 
+    @field_validator("format", mode="before")
+    @classmethod
+    def _jpeg_is_jpg(cls, v):
+        return "jpg" if isinstance(v, str) and v.lower() == "jpeg" else v   # one name, one fingerprint
+
 
 class Splits(_Strict):
     train: float = Field(0.8, ge=0, le=1)
@@ -220,7 +225,8 @@ class Execution(_Strict):
     device: str = "auto"                             # auto | cpu | cuda | cuda:N
     devices: list[str] | None = None                # several devices of one machine: a worker process each
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # float16/bfloat16: autocast, CUDA only
-    batch_size: int = Field(16, gt=0, le=4096)       # images per forward pass
+    batch_size: Union[Literal["auto"], Annotated[int, Field(gt=0, le=4096)]] = "auto"  # images per forward pass
+    tf32: bool = False                               # CUDA: TF32 matmuls/convolutions (faster, ~1e-3 off)
     executor: Literal["local", "ray"] = "local"
     ray: RaySpec = RaySpec()
     retries: int = Field(2, ge=0, le=100)            # extra attempts for a shard that raises

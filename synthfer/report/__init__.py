@@ -37,8 +37,9 @@ _PLOTS = (
 
 
 def write_report(out_dir: str | Path | OutputFolder, compare: str | Path | OutputFolder | None = None,
-                 sheets: bool = True) -> str:
+                 sheets: bool = True, warnings: list | None = None) -> str:
     """Write OUT_DIR/report/ and return the report page's full name (path or URL).
+    warnings: gets what a reader must not miss (a partial build), also written in the report.
 
     compare: another build output; its tables are set beside this one's with differences
     (this - other). sheets: contact sheets of a few identities (reads images from the shards).
@@ -46,6 +47,8 @@ def write_report(out_dir: str | Path | OutputFolder, compare: str | Path | Outpu
     cannot be written.
     """
     run = load_run(out_dir)
+    if warnings is not None:
+        warnings += [n for n in run.notes if n.startswith("Partial build")]
     other = load_run(compare) if compare is not None else None
     frame = tables.metrics_frame(run)
     reason_names = sorted(set(run.reason_values.tolist()))

@@ -146,7 +146,12 @@ def _read_recipe(folder: OutputFolder, rel: str) -> tuple[dict | None, list[str]
     except (OSError, ValueError) as err:
         return None, [f"run.json unreadable ({err}); recipe details left out."]
     recipe = info.get("recipe") if isinstance(info, dict) else None
-    return (recipe if isinstance(recipe, dict) else None), []
+    counts = info.get("counts") if isinstance(info, dict) else None
+    notes = []
+    if isinstance(counts, dict) and counts.get("complete") is False:
+        notes.append(f"Partial build: {counts.get('committed_shards', '?')} of {counts.get('planned_shards', '?')} "
+                     f"shards committed; these tables cover only those (run the build again to finish it).")
+    return (recipe if isinstance(recipe, dict) else None), notes
 
 
 def _bands(recipe: dict | None) -> list[BandSpec]:

@@ -1,0 +1,123 @@
+"""What a person sees while a build runs, and the small things a first-time user hit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+# 6 identities x 5 targets in 2 shards of 15 samples, batch 2: each shard takes 8 batches.
+SEVERAL_BATCHES = """\
+name: batches
+seed: 3
+identities: {count: 6}
+targets: {emotions: [happy, sad], intensities: [0.5, 1.0], neutral: true}
+output: {dir: out, samples_per_shard: 15, image: {format: png, size: 16}, splits: {train: 0.5, val: 0.5, test: 0}}
+execution: {device: cpu, batch_size: 2}
+"""
+
+
+def _events(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def test_json_progress_comes_per_batch_before_the_first_commit(cli, write_recipe):
+    result = cli("build", write_recipe(SEVERAL_BATCHES), "--log-format", "json")
+    assert result.exit_code == 0, result.output
+    events = _events(result.stdout)
+    kinds = [e["event"] for e in events]
+    assert [e["message"] for e in events[:2]] == ["starting (importing torch) ...",
+                                                  "loading models (generator, editor) ..."]
+    first_commit = kinds.index("shard_committed")
+    progress = [e for e in events[:first_commit] if e["event"] == "progress"]
+    assert progress, kinds                       # the first batch reports at once, before any commit
+    first = progress[0]
+    assert 0 < first["samples_done"] < 15 and first["samples_total"] == 30
+    assert first["images_per_s"] > 0 and first["eta_s"] is not None
+    started = events[kinds.index("started")]
+    assert started["message"] == "building 2 shards (30 samples planned in them)"
+
+
+def test_a_resume_and_a_finished_build_say_what_they_found(cli, write_recipe):
+    recipe = write_recipe(SEVERAL_BATCHES)
+    partial = cli("build", recipe, "--shards", "0")
+    assert partial.exit_code == 0
+    assert "no: run it again without --shards to finish" in partial.stdout
+    resumed = cli("build", recipe)
+    assert "checking 1 committed shard (sha256) ..." in resumed.stderr
+    assert "resuming: 1 of 2 shards already committed and verified; building 1 (30 samples planned in all 2)" \
+        in resumed.stderr
+    again = cli("build", recipe)
+    assert "nothing to build: all 2 shards are already committed and verified" in again.stderr
+    assert "building 0" not in again.stderr
+
+
+def test_the_report_of_a_partial_build_says_so(cli, write_recipe, tmp_path):
+    recipe = write_recipe(SEVERAL_BATCHES)
+    assert cli("build", recipe, "-q", "--shards", "0").exit_code == 0
+    result = cli("report", tmp_path / "out", "--no-sheets")
+    assert result.exit_code == 0, result.output
+    line = "Partial build: 1 of 2 shards committed; these tables cover only those (run the build again to finish it)."
+    assert f"Warning: {line}" in result.stderr
+    assert line in (tmp_path / "out" / "report" / "metrics.md").read_text()
+
+
+def test_usage_mistakes_are_one_line_and_flags_take_no_value(write_recipe):
+    recipe = write_recipe(SEVERAL_BATCHES)
+    proc = subprocess.run([sys.executable, "-m", "synthfer", "build", str(recipe), "--quiet", "false"],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "Got unexpected extra argument(s) (false)" in proc.stderr
+    assert proc.stderr.startswith("Error: ") and "build --help)" in proc.stderr
+    help_text = subprocess.run([sys.executable, "-m", "synthfer", "build", "--help"], capture_output=True, text=True,
+                               cwd=REPO, env={"COLUMNS": "120", "PATH": ""}).stdout
+    flags = [line for line in help_text.splitlines() if any(f in line for f in ("--quiet", "--strict", "--report"))]
+    assert len(flags) == 3 and not any("<bool>" in line for line in flags), flags
+
+
+def test_jpeg_is_jpg(cli, write_recipe):
+    jpg = cli("plan", write_recipe(SEVERAL_BATCHES.replace("png", "jpg"), "a.yaml"))
+    jpeg = cli("plan", write_recipe(SEVERAL_BATCHES.replace("png", "jpeg"), "b.yaml"))
+    assert jpeg.exit_code == 0, jpeg.output
+    assert jpg.stdout.replace("a.yaml", "") == jpeg.stdout.replace("b.yaml", "")
+
+
+def test_models_info_reads_an_onnx_estimator(cli, tmp_path):
+    from synthfer.models.builtin_onnx import va_model_bytes
+
+    path = tmp_path / "va.onnx"
+    path.write_bytes(va_model_bytes())
+    result = cli("models", "info", path)
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())
+    assert "onnx model (a quality or VA estimator)" in text and "input [N, 3, 256, 256]" in text
+    assert "va [N, 2]" in text and "synthfer models check RECIPE" in text
+
+
+def test_batch_size_auto_is_a_number_from_the_generator_and_recorded(cli, write_recipe, tmp_path):
+    from synthfer import batching
+    from synthfer.models.builtin import builtin_generator
+    from synthfer.models.stylegan2 import Generator
+
+    class ConfigF:   # a 1024 px config-f generator's widths, without its weights
+        resolution, channels = 1024, Generator.channels_for(1024)
+    assert batching.resolve("auto", builtin_generator(0, 64, 64), "cpu") == 16
+    assert batching.resolve("auto", builtin_generator(0, 256, 64), "cpu") == 16
+    assert batching.resolve("auto", ConfigF, "cpu") == 4          # ~525 MB of activations per image
+    assert batching.resolve(3, ConfigF, "cpu") == 3
+    auto = cli("build", write_recipe(SEVERAL_BATCHES.replace("batch_size: 2", "batch_size: auto"), "a.yaml"),
+               "--output", tmp_path / "auto")
+    assert auto.exit_code == 0, auto.output
+    assert "batch size 16 (auto: cpu, 64 px generator)" in auto.stderr
+    run = json.loads((tmp_path / "auto" / "run.json").read_text())
+    assert run["runtime"]["batch_size"] == 16 and run["runtime"]["batch_size_asked"] == "auto"
+    assert run["recipe"]["execution"]["batch_size"] == 16
+    assert run["runtime"]["allocator"]["allocator"].startswith(("glibc", "unchanged"))
+    fixed = cli("build", write_recipe(SEVERAL_BATCHES.replace("batch_size: 2", "batch_size: 16"), "b.yaml"),
+                "-q", "--output", tmp_path / "fixed")
+    assert fixed.exit_code == 0
+    # auto resolved to 16 is the build a recipe saying 16 makes: same fingerprint, same bytes
+    assert json.loads((tmp_path / "fixed" / "run.json").read_text())["fingerprint"] == run["fingerprint"]
+    assert (tmp_path / "fixed" / "manifest.parquet").read_bytes() == (tmp_path / "auto" / "manifest.parquet").read_bytes()
