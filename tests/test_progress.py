@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tarfile
 
 from tests.conftest import REPO
 
@@ -121,3 +122,28 @@ def test_batch_size_auto_is_a_number_from_the_generator_and_recorded(cli, write_
     # auto resolved to 16 is the build a recipe saying 16 makes: same fingerprint, same bytes
     assert json.loads((tmp_path / "fixed" / "run.json").read_text())["fingerprint"] == run["fingerprint"]
     assert (tmp_path / "fixed" / "manifest.parquet").read_bytes() == (tmp_path / "auto" / "manifest.parquet").read_bytes()
+
+
+def test_png_level_changes_file_bytes_never_pixels(cli, write_recipe, tmp_path):
+    import io
+
+    import numpy as np
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    fast = SEVERAL_BATCHES.replace("size: 16}", "size: 16, png_level: 1}")
+    assert cli("build", write_recipe(SEVERAL_BATCHES, "a.yaml"), "-q", "--output", tmp_path / "six").exit_code == 0
+    assert cli("build", write_recipe(fast, "b.yaml"), "-q", "--output", tmp_path / "one").exit_code == 0
+    def pngs(out):
+        found = {}
+        for tar_path in sorted((out / "data").glob("*.tar")):
+            with tarfile.open(tar_path) as tar:
+                found.update({m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.name.endswith(".png")})
+        return found
+    six, one = pngs(tmp_path / "six"), pngs(tmp_path / "one")
+    assert six.keys() == one.keys() and six
+    assert all(np.array_equal(np.asarray(Image.open(io.BytesIO(six[k]))), np.asarray(Image.open(io.BytesIO(one[k]))))
+               for k in six)
+    assert sum(map(len, one.values())) > sum(map(len, six.values()))   # faster, larger
+    rows = pq.read_table(tmp_path / "one" / "manifest.parquet").column("image_sha256").to_pylist()
+    assert rows != pq.read_table(tmp_path / "six" / "manifest.parquet").column("image_sha256").to_pylist()

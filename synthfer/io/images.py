@@ -10,7 +10,7 @@ from PIL import Image
 EXTENSIONS = {"png": "png", "jpg": "jpg", "webp": "webp"}
 
 
-def encode(pixels: np.ndarray, fmt: str, size: int, quality: int) -> tuple[bytes, int, int]:
+def encode(pixels: np.ndarray, fmt: str, size: int, quality: int, png_level: int = 6) -> tuple[bytes, int, int]:
     """uint8 HWC RGB -> (encoded bytes, width, height), resized to size x size with antialiasing."""
     assert pixels.dtype == np.uint8 and pixels.ndim == 3 and pixels.shape[2] == 3, (pixels.dtype, pixels.shape)
     img = Image.fromarray(pixels, "RGB")
@@ -18,7 +18,7 @@ def encode(pixels: np.ndarray, fmt: str, size: int, quality: int) -> tuple[bytes
         img = img.resize((size, size), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     if fmt == "png":
-        img.save(buf, "PNG", compress_level=6, optimize=False)
+        img.save(buf, "PNG", compress_level=png_level, optimize=False)
     elif fmt == "jpg":
         img.save(buf, "JPEG", quality=quality, subsampling=0 if quality >= 90 else 2, optimize=False)
     elif fmt == "webp":

@@ -62,7 +62,7 @@ class ShardWriter:
         kept = [j for j in judged if j.stored is None and j.pixels is not None and (
             j.verdict.status == ACCEPTED or (j.verdict.status == REJECTED and keep_rejected))]
         # PIL releases the GIL while it compresses: with cores to spare the images go to a pool.
-        encode = (lambda j: images.encode(j.pixels, spec.format, spec.size, spec.quality))
+        encode = (lambda j: images.encode(j.pixels, spec.format, spec.size, spec.quality, spec.png_level))
         pool = _encoder()
         encoded = dict(zip((id(j) for j in kept), pool.map(encode, kept) if pool else map(encode, kept)))
         for j in judged:
