@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from synthfer import batching, runtime, signals, summary
 from synthfer.errors import ModelFileError, OutputError, QuotaNotMetError, ShardsFailedError, UsageError
 from synthfer.calibrate import calibrate
+from synthfer.calibrate import given as given_calibration
 from synthfer.executors import core, distributed, make_backend
 from synthfer.io.layout import CURRENT, layout_of
 from synthfer.io.lock import output_lock
@@ -120,6 +121,7 @@ def build(loaded: LoadedRecipe, shards: str | None = None, reporter: Reporter | 
         worker.on_batch = reporter.rendered
     # Distributed builds calibrate on the driver's CPU copy of the models (deterministic either way).
     pilot = (worker or Worker(recipe, plan, models, shard_fingerprint, store)) if recipe.correction.calibrates else None
+    reused_calibration = given_calibration(loaded, hashes)   # a bad file is refused before anything is written
     del models
 
     with _storage(folder, "cannot create the output folder"):
@@ -140,7 +142,7 @@ def build(loaded: LoadedRecipe, shards: str | None = None, reporter: Reporter | 
                                                     "shard_fingerprint": shard_fingerprint,
                                                     "lock": lock.method}))
             if pilot is not None:
-                calibrate(loaded, plan, pilot, store, shard_fingerprint, hashes, reporter)
+                calibrate(loaded, plan, pilot, store, shard_fingerprint, hashes, reporter, reused_calibration)
                 del pilot
             committed = Committed(store, shard_fingerprint, trust_markers, reporter)
         t_compute = time.perf_counter()

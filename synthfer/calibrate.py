@@ -15,32 +15,47 @@ from synthfer.errors import UsageError
 _ROLES = ("generator", "editor", "va")
 
 
-def calibrate(loaded, plan, worker, store, shard_fingerprint: str, hashes: dict, reporter) -> correction.Calibration:
+def _weights(hashes: dict) -> dict:
+    return {k: v for k, v in sorted(hashes.items()) if k.split(".")[0] in _ROLES}
+
+
+def given(loaded, hashes: dict) -> bytes | None:
+    """The bytes of the recipe's correction.calibration, checked (UsageError) before a build
+    writes anything; None when the recipe names none."""
+    spec = loaded.recipe.correction
+    if not spec.calibrates or spec.calibration is None:
+        return None
+    path = loaded.resolve(spec.calibration)
+    data = path.read_bytes()
+    try:
+        cal = correction.Calibration.from_json(data, f"correction.calibration: {path}")
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    made_with, weights = cal.pilot.get("weights") or {}, _weights(hashes)
+    if made_with != weights:
+        differ = sorted(k for k in set(made_with) | set(weights) if made_with.get(k) != weights.get(k))
+        raise UsageError(f"correction.calibration: {path} was made with other weights ({', '.join(differ)} "
+                         f"differ); use it with the same models, or leave it out to run a pilot")
+    return data
+
+
+def calibrate(loaded, plan, worker, store, shard_fingerprint: str, hashes: dict, reporter,
+              reused: bytes | None = None) -> None:
+    """Write the output's calibration.json: `reused` (given()'s bytes), the one already there
+    for this shard fingerprint, or a new pilot's."""
     spec = loaded.recipe.correction
     folder, rel = store.folder, store.layout.calibration
-    weights = {k: v for k, v in sorted(hashes.items()) if k.split(".")[0] in _ROLES}
-    if spec.calibration is not None:
-        path = loaded.resolve(spec.calibration)
-        data = path.read_bytes()
-        try:
-            cal = correction.Calibration.from_json(data, f"correction.calibration: {path}")
-        except ValueError as err:
-            raise UsageError(str(err)) from None
-        made_with = cal.pilot.get("weights")
-        if made_with != weights:
-            differ = sorted(k for k in set(made_with or {}) | set(weights) if (made_with or {}).get(k) != weights.get(k))
-            raise UsageError(f"correction.calibration: {path} was made with other weights ({', '.join(differ)} "
-                             f"differ); use it with the same models, or leave it out to run a pilot")
-        if not (folder.exists(rel) and folder.read_bytes(rel) == data):
-            folder.write(rel, data)
-        reporter.note(f"correction: using the calibration in {path}")
-        return cal
+    if reused is not None:
+        if not (folder.exists(rel) and folder.read_bytes(rel) == reused):
+            folder.write(rel, reused)
+        reporter.note(f"correction: using the calibration in {loaded.resolve(spec.calibration)}")
+        return
     if folder.exists(rel):
         try:
             cal = correction.Calibration.from_json(folder.read_bytes(rel), folder.display(rel))
             if cal.pilot.get("fingerprint") == shard_fingerprint:
                 reporter.note(f"correction: reusing {folder.display(rel)} (same pilot)")
-                return cal
+                return
         except (ValueError, OSError):
             pass   # made again below
     targets = [t for t in plan.targets if correction.applies(t)]
@@ -49,7 +64,6 @@ def calibrate(loaded, plan, worker, store, shard_fingerprint: str, hashes: dict,
                   f"({n * len(targets)} renders)")
     predicted = worker.pilot(targets)
     cal = correction.fit(targets * n, predicted, spec, {
-        "identities": n, "renders": n * len(targets), "fingerprint": shard_fingerprint, "weights": weights,
+        "identities": n, "renders": n * len(targets), "fingerprint": shard_fingerprint, "weights": _weights(hashes),
         "seed": loaded.recipe.seed})
     folder.write(rel, cal.to_json())
-    return cal

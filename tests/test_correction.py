@@ -137,6 +137,12 @@ def test_calibration_alone_rescues_with_one_render_per_sample(cli, known_recipe,
                                       models__va__path="other.onnx"))
     assert other.exit_code == 2
     assert "was made with other weights (va differ); use it with the same models" in other.stderr
+    assert not (tmp_path / "other").exists()   # refused before anything was written
+    doc["bins"][0]["factor"] = ["0", "0"]
+    (tmp_path / "broken.json").write_text(json.dumps(doc))
+    broken = cli("build", known_recipe("broken", {"mode": "calibrate", "calibration": str(tmp_path / "broken.json")}))
+    assert broken.exit_code == 2 and not (tmp_path / "broken").exists()
+    assert f"correction.calibration: {tmp_path / 'broken.json'}: not a usable calibration: bin " in broken.stderr
 
 
 def test_both_and_the_batch_size_change_nothing_but_speed(cli, known_recipe, tmp_path):

@@ -108,6 +108,9 @@ def test_batch_size_auto_is_a_number_from_the_generator_and_recorded(cli, write_
     assert batching.resolve("auto", builtin_generator(0, 256, 64), "cpu") == 16
     assert batching.resolve("auto", ConfigF, "cpu") == 4          # ~525 MB of activations per image
     assert batching.resolve(3, ConfigF, "cpu") == 3
+    bad = cli("validate", write_recipe(SEVERAL_BATCHES.replace("batch_size: 2", "batch_size: big"), "c.yaml"))
+    assert bad.exit_code == 2 and bad.stderr.strip().endswith(
+        "execution.batch_size: must be auto or a whole number from 1 to 4096, got 'big'")
     auto = cli("build", write_recipe(SEVERAL_BATCHES.replace("batch_size: 2", "batch_size: auto"), "a.yaml"),
                "--output", tmp_path / "auto")
     assert auto.exit_code == 0, auto.output

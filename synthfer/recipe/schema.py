@@ -226,11 +226,18 @@ class Execution(_Strict):
     device: str = "auto"                             # auto | cpu | cuda | cuda:N
     devices: list[str] | None = None                # several devices of one machine: a worker process each
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # float16/bfloat16: autocast, CUDA only
-    batch_size: Union[Literal["auto"], Annotated[int, Field(gt=0, le=4096)]] = "auto"  # images per forward pass
+    batch_size: Union[Literal["auto"], int] = "auto"  # images per forward pass; auto: synthfer/batching.py
     tf32: bool = False                               # CUDA: TF32 matmuls/convolutions (faster, ~1e-3 off)
     executor: Literal["local", "ray"] = "local"
     ray: RaySpec = RaySpec()
     retries: int = Field(2, ge=0, le=100)            # extra attempts for a shard that raises
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _batch_size(cls, v):
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 4096):
+            return v
+        raise ValueError(f"must be auto or a whole number from 1 to 4096, got {v!r}")
 
     @field_validator("device")
     @classmethod
