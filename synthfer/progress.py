@@ -52,6 +52,15 @@ class _Counter:
         self.per_shard[shard.index] = self.per_shard.get(shard.index, 0) + samples
         self._add(samples)
 
+    def grow(self, samples: int) -> None:
+        self.total += samples
+
+    def retry(self, shard) -> int:
+        """A shard that failed starts again: its batches so far no longer count. Returns them."""
+        undone = self.per_shard.pop(shard.index, 0)
+        self.done -= undone
+        return undone
+
     def commit(self, shard, rows: int) -> int:
         """Advance to the shard's full row count; returns how much that added."""
         extra = rows - self.per_shard.pop(shard.index, 0)
@@ -104,7 +113,8 @@ class _Bar(Quiet):
 
     def more(self, shards, samples):
         self.total_shards += shards
-        self.progress.update(self.task, total=self.progress.tasks[0].total + samples, shards=self._shards())
+        self.counter.grow(samples)
+        self.progress.update(self.task, total=self.counter.total, shards=self._shards())
 
     def note(self, message):
         self.console.print(f"synthfer: {message}", markup=False, highlight=False)
@@ -115,6 +125,8 @@ class _Bar(Quiet):
         self.progress.update(self.task, advance=extra, shards=self._shards(), rate=f"{self.counter.rate():.1f} img/s")
 
     def retried(self, shard, attempt, error):
+        self.counter.retry(shard)
+        self.progress.update(self.task, completed=self.counter.done)
         self.note(f"{shard.name} failed (attempt {attempt}): {error}; retrying")
 
     def failed(self, shard, error):
@@ -153,6 +165,7 @@ class _Lines(Quiet):
 
     def more(self, shards, samples):
         self.total += shards
+        self.counter.grow(samples)
 
     def committed(self, shard, marker):
         self.done += 1
@@ -161,6 +174,7 @@ class _Lines(Quiet):
                   f"[{self.done}/{self.total}] {self.counter.rate():.1f} img/s")
 
     def retried(self, shard, attempt, error):
+        self.counter.retry(shard)
         self._say(f"{shard.name} failed (attempt {attempt}): {error}; retrying")
 
     def failed(self, shard, error):
@@ -193,6 +207,7 @@ class JsonLines(Quiet):
         self._emit("note", message=message)
 
     def more(self, shards, samples):
+        self.counter.grow(samples)
         self._emit("round", shards=shards, samples=samples)
 
     def committed(self, shard, marker):
@@ -201,6 +216,7 @@ class JsonLines(Quiet):
                    accepted=marker.get("accepted"))
 
     def retried(self, shard, attempt, error):
+        self.counter.retry(shard)
         self._emit("shard_retried", shard=shard.name, attempt=attempt, error=error)
 
     def failed(self, shard, error):

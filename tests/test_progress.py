@@ -150,3 +150,22 @@ def test_png_level_changes_file_bytes_never_pixels(cli, write_recipe, tmp_path):
     assert sum(map(len, one.values())) > sum(map(len, six.values()))   # faster, larger
     rows = pq.read_table(tmp_path / "one" / "manifest.parquet").column("image_sha256").to_pylist()
     assert rows != pq.read_table(tmp_path / "six" / "manifest.parquet").column("image_sha256").to_pylist()
+
+
+def test_the_sample_count_survives_retries_and_top_up_rounds():
+    from types import SimpleNamespace
+
+    from synthfer.progress import _Counter
+
+    a, b = SimpleNamespace(index=0), SimpleNamespace(index=1)
+    counter = _Counter(20, 0)
+    counter.batch(a, 4)
+    counter.batch(a, 4)
+    counter.retry(a)                     # shard 0 failed after two batches: they no longer count
+    assert counter.done == 0
+    counter.batch(a, 4)
+    counter.batch(b, 4)
+    assert counter.commit(a, 10) == 6    # the commit adds what batches did not (skipped samples, the rest)
+    counter.grow(10)                     # a quota top-up round plans 10 more
+    assert counter.commit(b, 10) == 6
+    assert (counter.done, counter.total) == (20, 30) and counter.eta_s() is not None
