@@ -56,8 +56,8 @@ def calibrate(loaded, plan, worker, store, shard_fingerprint: str, hashes: dict,
             if cal.pilot.get("fingerprint") == shard_fingerprint:
                 reporter.note(f"correction: reusing {folder.display(rel)} (same pilot)")
                 return
-        except (ValueError, OSError):
-            pass   # made again below
+        except (ValueError, OSError) as err:
+            reporter.note(f"correction: {str(err).splitlines()[0]}: calibrating again")
     targets = [t for t in plan.targets if correction.applies(t)]
     n = spec.pilot_identities
     reporter.note(f"correction: calibrating with a pilot of {n} identities x {len(targets)} targets "

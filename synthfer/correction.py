@@ -39,10 +39,6 @@ MAX_GAIN = 4.0    # a rotate step never scales the request by more than this (pr
 NEAR_ZERO = 1e-3  # |predicted| below this has no direction: the rotate update falls back to additive
 
 
-def _c(va) -> complex:
-    return complex(float(va[0]), float(va[1]))
-
-
 def clip_disc(z: complex) -> complex:
     """EmoStyle was trained on VA inside the unit disc: a request never leaves it."""
     r = abs(z)
@@ -150,6 +146,7 @@ class Calibration:
                          "factor": [repr(f.real), repr(f.imag)]})
         doc = {"written_by": "synthfer", "version": CALIBRATION_VERSION, "bin_deg": self.bin_deg,
                "pilot": self.pilot, "bins": bins}
+        doc["sha256"] = _content_sha256(doc)
         return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
 
     @classmethod
@@ -158,6 +155,8 @@ class Calibration:
             doc = json.loads(data)
             if doc.get("written_by") != "synthfer" or doc.get("version") != CALIBRATION_VERSION:
                 raise ValueError("not a synthfer calibration (version 1)")
+            if doc.get("sha256") != _content_sha256(doc):   # a flipped byte must not steer future shards
+                raise ValueError("its content does not match its sha256 (damaged or edited)")
             bins = {}
             for e in doc["bins"]:
                 f = complex(float(e["factor"][0]), float(e["factor"][1]))
@@ -170,9 +169,10 @@ class Calibration:
         except (ValueError, KeyError, TypeError, IndexError) as err:
             raise ValueError(f"{where}: not a usable calibration: {err}") from None
 
-    @property
-    def digest(self) -> str:
-        return hashlib.sha256(self.to_json()).hexdigest()
+
+def _content_sha256(doc: dict) -> str:
+    body = {k: v for k, v in doc.items() if k != "sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def fit(targets: list, predicted: np.ndarray, spec, pilot: dict) -> Calibration:

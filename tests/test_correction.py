@@ -138,11 +138,23 @@ def test_calibration_alone_rescues_with_one_render_per_sample(cli, known_recipe,
     assert other.exit_code == 2
     assert "was made with other weights (va differ); use it with the same models" in other.stderr
     assert not (tmp_path / "other").exists()   # refused before anything was written
+    from synthfer.correction import _content_sha256
+
     doc["bins"][0]["factor"] = ["0", "0"]
+    doc["sha256"] = _content_sha256(doc)   # consistent, but a factor no request can be divided by
     (tmp_path / "broken.json").write_text(json.dumps(doc))
     broken = cli("build", known_recipe("broken", {"mode": "calibrate", "calibration": str(tmp_path / "broken.json")}))
     assert broken.exit_code == 2 and not (tmp_path / "broken").exists()
     assert f"correction.calibration: {tmp_path / 'broken.json'}: not a usable calibration: bin " in broken.stderr
+    # A byte flipped in the output's own calibration.json: never reused, the pilot runs again.
+    own = tmp_path / "cal" / "calibration.json"
+    good = own.read_bytes()
+    own.write_bytes(good.replace(b'"shrink": 0.8', b'"shrink": 0.9', 1))
+    assert own.read_bytes() != good
+    rerun = cli("build", known_recipe("cal", {"mode": "calibrate", "pilot_identities": 2, "bin_deg": 10}))
+    assert rerun.exit_code == 0, rerun.output
+    assert "its content does not match its sha256 (damaged or edited): calibrating again" in rerun.stderr
+    assert own.read_bytes() == good
 
 
 def test_both_and_the_batch_size_change_nothing_but_speed(cli, known_recipe, tmp_path):
