@@ -22,6 +22,9 @@ Ratios b/a and b/c are printed with the targets for a 2-core CPU (64 px: b/a >= 
 256 px: b/a >= 0.9, b/c >= 1.5). Stable JSON keys: ratios.b/a, ratios.b/c, rss.ratio.
 Phase a runs with the allocator settings a build makes (synthfer/runtime.py) and the batch size
 a build chooses (execution.batch_size: auto, synthfer/batching.py) unless --batch-size is given.
+Phase b also gets the environment the CLI sets before importing torch (OMP_WAIT_POLICY=PASSIVE
+unless already set): it makes a build faster and a bare generator loop slower, so a keeps the
+inherited environment and runs at its best.
 --rss-scaling instead builds b at 1,000 and 10,000 samples (--quick: 1,000 and 3,000) and
 compares the two peak RSS values (target: the larger within 10% of the smaller).
 
@@ -52,6 +55,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from synthfer.runtime import PROCESS_ENV  # noqa: E402  (no torch: the parent stays small)
 from throughput_phases import (BASELINE_DEFAULT, BASELINE_QUICK, DEFAULT_SAMPLES, DEFAULT_SAMPLES_GPU,  # noqa: E402
                                PHASE_LABELS, QUICK_SAMPLES, RSS_COUNTS, RSS_COUNTS_QUICK, SHARD_SAMPLES,
                                TARGET_RSS_RATIO, TARGETS, TARGETS_PER_IDENTITY, _batch)
@@ -71,7 +75,11 @@ def spawn(args, phase: str, count: int, workdir: Path, profile: str | None = Non
     if not args.json:
         print(f"... phase {phase} ({count} images){note}" if phase != "prep" else "... writing the 1024 px models",
               file=sys.stderr, flush=True)
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+    env = dict(os.environ)
+    if phase == "b":   # the process environment `synthfer build` gives itself before importing torch
+        for key, value in PROCESS_ENV.items():
+            env.setdefault(key, value)
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"phase {phase} failed (exit {proc.returncode})")
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import sys
 
-from synthfer import signals
+from synthfer import runtime, signals
 from synthfer.errors import InterruptedBuild
 
 
 def main() -> None:
     signals.install()
+    runtime.set_process_env()   # before torch is imported
     try:
         from synthfer.cli import app
         try:   # typer >= 0.20 parses with its own copy of click

@@ -6,7 +6,7 @@ recipe, weights and device type on every run. The resolved number is what the fi
 run.json and the log show; writing that number in the recipe gives the same build.
 
 On a CPU the page-fault cliff (glibc serving each large activation with fresh pages) is handled
-by the allocator settings (synthfer/alloc.py); with them, batches of 4 to 32 run within ~10% of
+by the allocator settings (synthfer/runtime.py); with them, batches of 4 to 32 run within ~10% of
 each other at 256 px, so auto only keeps a batch's activations within a memory budget. On a GPU
 the budget is a share of the device's total memory (largest batch that fits, with headroom).
 """

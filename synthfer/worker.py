@@ -108,10 +108,11 @@ class Worker:
     @torch.inference_mode()
     def compute(self, job: Job) -> ComputedShard:
         dtype = self.recipe.execution.dtype
-        if dtype == "float32":  # the default path: no autocast context at all, so CPU results never move
-            return self._compute(job)
-        with torch.autocast("cuda", dtype=getattr(torch, dtype)):
-            return self._compute(job)
+        with runtime.generating():   # the writer's encoding leaves the generator its cores meanwhile
+            if dtype == "float32":  # the default path: no autocast context at all, so CPU results never move
+                return self._compute(job)
+            with torch.autocast("cuda", dtype=getattr(torch, dtype)):
+                return self._compute(job)
 
     def _compute(self, job: Job) -> ComputedShard:
         shard = job.shard
@@ -249,7 +250,7 @@ class Worker:
             img = g.synthesis(ws).float()
             assert img.shape[1:] == (3, g.resolution, g.resolution), img.shape
             finite = torch.isfinite(img).flatten(1).all(1).cpu()
-            pixels = to_uint8(torch.nan_to_num(img))
+            pixels = to_uint8(img if finite.all() else torch.nan_to_num(img))   # a NaN-free batch needs no copy
             for j, p in enumerate(span):
                 if wanted is None or p in wanted:
                     out[p] = (pixels[j], bool(finite[j]))

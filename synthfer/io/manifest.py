@@ -19,6 +19,13 @@ SCHEMA = arrow_schema()
 _WRITE = dict(compression="zstd", compression_level=3, use_dictionary=True, write_statistics=True)
 
 
+def warm_up() -> None:
+    """pyarrow imports pandas the first time it builds an array: about a second of CPU, mostly
+    with the GIL held. A worker calls this while its models load, so that second is not spent
+    in its first commit, beside the generator."""
+    pa.array([0])
+
+
 def rows_to_table(rows: list[Row | dict]) -> pa.Table:
     """Rows (Row records or dicts with exactly the schema's columns) as a manifest table."""
     names = set(SCHEMA.names)

@@ -15,7 +15,7 @@ import numpy as np
 
 from synthfer import runtime
 from synthfer.filters import ACCEPTED, REJECTED, Verdict, decisions_digest, surplus_digest
-from synthfer.io import images
+from synthfer.io import images, manifest
 from synthfer.io.manifest import part_bytes
 from synthfer.io.records import EditRecord, Row, Scores
 from synthfer.io.shards import Member, ShardStore, tar_bytes
@@ -36,20 +36,26 @@ _pool: dict = {}
 
 
 def _encoder() -> ThreadPoolExecutor | None:
-    """One encoding pool per process (a forked child makes its own) of runtime.encode_threads();
-    None when that is 1: on 2 cores a pool beside the generator's threads was slower (docs/performance.md)."""
-    if runtime.encode_threads() <= 1:
+    """One encoding pool per process (a forked child makes its own) of a thread per core; None
+    on one core. runtime.encode_slot() decides how many of them encode at once."""
+    if runtime.cores() <= 1:
         return None
     pid = os.getpid()
     if pid not in _pool:
         _pool.clear()
-        _pool[pid] = ThreadPoolExecutor(max_workers=runtime.encode_threads(), thread_name_prefix="synthfer-encode")
+        _pool[pid] = ThreadPoolExecutor(max_workers=runtime.cores(), thread_name_prefix="synthfer-encode")
     return _pool[pid]
+
+
+def _encode(j: Judged, spec) -> tuple[bytes, int, int]:
+    with runtime.encode_slot():
+        return images.encode(j.pixels, spec.format, spec.size, spec.quality, spec.png_level)
 
 
 class ShardWriter:
     def __init__(self, recipe, fingerprint: str, store: ShardStore):
         self.recipe, self.fingerprint, self.store = recipe, fingerprint, store
+        manifest.warm_up()
 
     def write(self, job, judged: list[Judged], composition: str, rendered: int) -> dict:
         """Encode what is kept, build rows and tars, commit the shard. Returns its marker, plus
@@ -61,8 +67,8 @@ class ShardWriter:
         rows = []
         kept = [j for j in judged if j.stored is None and j.pixels is not None and (
             j.verdict.status == ACCEPTED or (j.verdict.status == REJECTED and keep_rejected))]
-        # PIL releases the GIL while it compresses: with cores to spare the images go to a pool.
-        encode = (lambda j: images.encode(j.pixels, spec.format, spec.size, spec.quality, spec.png_level))
+        # The encoders release the GIL: with cores to spare the images go to a pool.
+        encode = (lambda j: _encode(j, spec))
         pool = _encoder()
         encoded = dict(zip((id(j) for j in kept), pool.map(encode, kept) if pool else map(encode, kept)))
         for j in judged:

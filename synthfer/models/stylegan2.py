@@ -362,4 +362,5 @@ class Generator(nn.Module):
 def to_uint8(img: torch.Tensor) -> torch.Tensor:
     """Raw synthesis output [N, 3, H, W] -> uint8 [N, H, W, 3] (NVlabs: clamp(x*127.5+128, 0, 255))."""
     assert img.ndim == 4 and img.shape[1] == 3, f"img must be [N, 3, H, W], got {tuple(img.shape)}"
-    return (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+    x = img.permute(0, 2, 3, 1) * 127.5     # the one float temporary; the rest in place, same arithmetic
+    return x.add_(128).clamp_(0, 255).to(torch.uint8)

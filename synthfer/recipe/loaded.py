@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from synthfer.io import png
 from synthfer.io.folder import is_url, open_folder
 from synthfer.models import catalog, registry
 from synthfer.recipe.schema import FORMAT_VERSION, Recipe, va_specs
@@ -113,7 +114,10 @@ class LoadedRecipe:
         for slot in self.model_slots():
             for field in getattr(slot.spec, "files", ()):
                 _block(data, slot).pop(field, None)
-        return {"recipe": data, "models": model_hashes, "format_version": FORMAT_VERSION}
+        out = {"recipe": data, "models": model_hashes, "format_version": FORMAT_VERSION}
+        if self.recipe.output.image.format == "png":   # a new encoder makes new bytes from the same pixels
+            out["png_encoder"] = png.encoder_id()
+        return out
 
     def fingerprint(self, model_hashes: dict[str, str], device_type: str) -> str:
         """The whole build's fingerprint (run.json, fingerprint.json)."""

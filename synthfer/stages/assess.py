@@ -37,17 +37,19 @@ def preprocess(pixels: torch.Tensor, spec: Preprocess) -> np.ndarray:
     left, top, right, bottom = spec.crop
     x0, x1 = crop_edges(left, right, w, spec.rounding)
     y0, y1 = crop_edges(top, bottom, h, spec.rounding)
-    # Contiguous NCHW at crop size (cheap): the resize below then writes plain NCHW, which is
-    # about 3x faster than resizing the permuted view and copying its result (docs/performance.md).
-    x = pixels[:, y0:y1, x0:x1, :].permute(0, 3, 1, 2).float().contiguous()
-    if spec.channels == "bgr":
-        x = x.flip(1)
+    view = pixels[:, y0:y1, x0:x1, :]
     # Normalise before resizing: every resample mode here is a per-channel weighted average with
     # weights summing to 1, so the affine normalisation commutes with it, and the crop is usually
     # much smaller than the model input (a 1024 frame's crop excepted), so this is the cheap order.
-    std = torch.tensor(spec.std, device=x.device).view(1, 3, 1, 1)
-    mean = torch.tensor(spec.mean, device=x.device).view(1, 3, 1, 1)
-    x = x * (spec.scale / std) - mean / std
+    # One pass per channel reads the HWC crop and writes contiguous NCHW floats, normalised and
+    # in the model's channel order: about 2x faster than permute, float, flip, then normalise,
+    # with the same float32 arithmetic (docs/performance.md).
+    scale = spec.scale / torch.tensor(spec.std)          # float32, as the model's recipe states them
+    shift = torch.tensor(spec.mean) / torch.tensor(spec.std)
+    x = torch.empty((view.shape[0], 3, y1 - y0, x1 - x0), dtype=torch.float32, device=pixels.device)
+    for c, src in enumerate((2, 1, 0) if spec.channels == "bgr" else (0, 1, 2)):
+        torch.mul(view[..., src], scale[c].item(), out=x[:, c])
+        x[:, c].sub_(shift[c].item())
     if x.shape[2:] != (spec.size, spec.size):
         if spec.resample in ("nearest", "area"):
             x = F.interpolate(x, size=(spec.size, spec.size), mode=spec.resample)
