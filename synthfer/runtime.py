@@ -122,9 +122,9 @@ def generating():
 
 @contextmanager
 def encode_slot():
-    """Around one image's encoding: waits while encode_threads() images (every core's worth
-    when the generator is idle) are being encoded. An image is a few ms, so the share follows
-    the generator within one image."""
+    """Around one encoding task (io/writer.py: about one 256 px image's pixels): waits while
+    encode_threads() tasks (every core's worth when the generator is idle) are running. A task
+    is a few ms, so the share follows the generator within one task."""
     with _busy:
         while _running["encoding"] >= (encode_threads() if _running["generating"] else cores()):
             _busy.wait()

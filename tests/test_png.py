@@ -38,6 +38,19 @@ def test_paeth_rows_follow_the_spec(shape):
     assert np.array_equal(png.paeth_rows(pixels), _paeth_reference(pixels))
 
 
+
+def test_a_stack_is_filtered_and_encoded_as_each_image_alone():
+    """The writer filters a task's images together (encode_pngs, encode_many): same bytes."""
+    rng = np.random.default_rng(3)
+    stack = np.cumsum(rng.integers(-3, 4, (5, 11, 13, 3)), axis=2).clip(0, 255).astype(np.uint8)
+    assert np.array_equal(png.paeth_rows(stack), np.stack([_paeth_reference(p) for p in stack]))
+    assert png.encode_pngs(stack, 6) == [png.encode_png(p, 6) for p in stack]
+    same = images.encode_many(list(stack[:, :11, :11]), "png", 11, 95)
+    assert same == [images.encode(p, "png", 11, 95) for p in stack[:, :11, :11]]
+    resized = images.encode_many(list(stack), "png", 8, 95)   # not the output size: one by one, via Pillow
+    assert resized == [images.encode(p, "png", 8, 95) for p in stack] and resized[0][1:] == (8, 8)
+
+
 @pytest.mark.parametrize("level", [0, 1, 6, 9])
 @pytest.mark.parametrize("shape", [(1, 1, 3), (9, 17, 3), (64, 64, 3)])
 def test_png_decodes_to_the_same_pixels(shape, level):

@@ -1,5 +1,8 @@
-"""Stage-level batching: the batch size must not change a sample beyond float noise."""
+"""Stage-level batching (the batch size must not change a sample beyond float noise) and the
+assessment preprocessing's resample order."""
 
+import numpy as np
+import pytest
 import torch
 
 from synthfer.models.builtin import builtin_editor, builtin_generator
@@ -31,3 +34,46 @@ def test_identity_latent_is_independent_of_neighbours():
         alone = identities.identity_ws(g, [42], 0.7, None, torch.device("cpu"), 4)
         among = identities.identity_ws(g, [7, 42, 9], 0.7, None, torch.device("cpu"), 4)
     assert (alone[0] - among[1]).abs().max().item() <= 1e-5
+
+
+def _preprocess_reference(pixels, spec):
+    """The plain order: crop, permute, float, channel order, resize, then normalise."""
+    import torch.nn.functional as F
+
+    from synthfer.stages.assess import crop_edges
+
+    h, w = pixels.shape[1:3]
+    x0, x1 = crop_edges(spec.crop[0], spec.crop[2], w, spec.rounding)
+    y0, y1 = crop_edges(spec.crop[1], spec.crop[3], h, spec.rounding)
+    x = pixels[:, y0:y1, x0:x1].permute(0, 3, 1, 2).float()
+    if spec.channels == "bgr":
+        x = x.flip(1)
+    if x.shape[2:] != (spec.size, spec.size):
+        kw = {} if spec.resample in ("nearest", "area") else {"align_corners": False, "antialias": True}
+        x = F.interpolate(x, size=(spec.size, spec.size), mode=spec.resample, **kw)
+    scale = spec.scale / torch.tensor(spec.std)
+    shift = torch.tensor(spec.mean) / torch.tensor(spec.std)
+    return x * scale.view(1, 3, 1, 1) - shift.view(1, 3, 1, 1)
+
+
+@pytest.mark.parametrize("frame,crop,size", [(64, [0.1, 0.1, 0.9, 0.9], 256), (64, [0.0, 0.0, 1.0, 1.0], 256),
+                                             (50, [0.1, 0.2, 0.9, 0.7], 224), (97, [0.0, 0.0, 1.0, 1.0], 31),
+                                             (33, [0.05, 0.0, 0.95, 1.0], 99)])
+@pytest.mark.parametrize("resample", ["nearest", "bilinear"])
+def test_preprocess_matches_the_plain_order(frame, crop, size, resample):
+    """Normalise-then-resize (and nearest as repeats on CPU) gives the values of the plain order:
+    exactly for nearest (values are only copied), to float rounding for the weighted resamples."""
+    from synthfer.recipe import VAPreprocess
+    from synthfer.stages.assess import preprocess
+
+    pixels = torch.randint(0, 256, (3, frame, frame, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(frame))
+    for rounding, channels in (("floor", "rgb"), ("nearest", "bgr")):
+        spec = VAPreprocess(crop=crop, size=size, resample=resample, rounding=rounding, channels=channels,
+                            mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+        got, want = preprocess(pixels, spec), _preprocess_reference(pixels, spec).numpy()
+        assert got.shape == want.shape == (3, 3, size, size) and got.dtype == np.float32 and got.flags.c_contiguous
+        if resample == "nearest":
+            assert np.array_equal(got, want)
+        else:
+            np.testing.assert_allclose(got, want, rtol=0, atol=2e-5)
+        assert np.array_equal(preprocess(pixels[1:2], spec), got[1:2])   # batch-invariant

@@ -7,7 +7,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from synthfer.io.png import encode_png
+from synthfer.io.png import encode_png, encode_pngs
 
 EXTENSIONS = {"png": "png", "jpg": "jpg", "webp": "webp"}
 
@@ -29,3 +29,12 @@ def encode(pixels: np.ndarray, fmt: str, size: int, quality: int, png_level: int
     else:
         raise ValueError(f"unknown image format {fmt!r}")
     return buf.getvalue(), img.size[0], img.size[1]
+
+
+def encode_many(pixels: list[np.ndarray], fmt: str, size: int, quality: int,
+                png_level: int = 6) -> list[tuple[bytes, int, int]]:
+    """encode() of each image, the same bytes; same-shaped PNGs that need no resize are
+    filtered together (io/png.py), the rest one by one."""
+    if fmt == "png" and pixels and all(p.shape == (size, size, 3) for p in pixels):
+        return [(data, size, size) for data in encode_pngs(np.stack(pixels), png_level)]
+    return [encode(p, fmt, size, quality, png_level) for p in pixels]

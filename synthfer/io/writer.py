@@ -47,9 +47,22 @@ def _encoder() -> ThreadPoolExecutor | None:
     return _pool[pid]
 
 
-def _encode(j: Judged, spec) -> tuple[bytes, int, int]:
+ENCODE_PIXELS = 1 << 16   # pixels per encoding task: one 256 px image, or 16 of 64 px
+
+
+def _encode(chunk: list[Judged], spec) -> list[tuple[bytes, int, int]]:
     with runtime.encode_slot():
-        return images.encode(j.pixels, spec.format, spec.size, spec.quality, spec.png_level)
+        return images.encode_many([j.pixels for j in chunk], spec.format, spec.size, spec.quality, spec.png_level)
+
+
+def _chunks(kept: list[Judged]) -> list[list[Judged]]:
+    """Encoding tasks of about ENCODE_PIXELS each: one task per small image spent more on the
+    pool's hand-over than on the encoding (64 px: 1.2 ms of CPU per image against 0.3)."""
+    if not kept:
+        return []
+    area = max(j.pixels.shape[0] * j.pixels.shape[1] for j in kept)
+    per = max(1, ENCODE_PIXELS // area)
+    return [kept[s:s + per] for s in range(0, len(kept), per)]
 
 
 class ShardWriter:
@@ -68,9 +81,10 @@ class ShardWriter:
         kept = [j for j in judged if j.stored is None and j.pixels is not None and (
             j.verdict.status == ACCEPTED or (j.verdict.status == REJECTED and keep_rejected))]
         # The encoders release the GIL: with cores to spare the images go to a pool.
-        encode = (lambda j: _encode(j, spec))
-        pool = _encoder()
-        encoded = dict(zip((id(j) for j in kept), pool.map(encode, kept) if pool else map(encode, kept)))
+        encode = (lambda chunk: _encode(chunk, spec))
+        pool, chunks = _encoder(), _chunks(kept)
+        encoded = dict(zip((id(j) for j in kept),
+                           (e for done in (pool.map(encode, chunks) if pool else map(encode, chunks)) for e in done)))
         for j in judged:
             status = j.verdict.status
             image = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -51,12 +52,30 @@ def preprocess(pixels: torch.Tensor, spec: Preprocess) -> np.ndarray:
         torch.mul(view[..., src], scale[c].item(), out=x[:, c])
         x[:, c].sub_(shift[c].item())
     if x.shape[2:] != (spec.size, spec.size):
+        if spec.resample == "nearest" and x.device.type == "cpu":
+            # Each source row and column repeated as often as torch's nearest picks it: the same
+            # values, 2-3x faster than F.interpolate on CPU (at 64 px the VA input's upscale to
+            # 256 was the writer's largest cost).
+            rows, cols = _nearest_repeats(x.shape[2], spec.size), _nearest_repeats(x.shape[3], spec.size)
+            out = np.repeat(np.repeat(x.numpy(), cols, axis=3), rows, axis=2)
+            assert out.shape[1:] == (3, spec.size, spec.size), out.shape
+            return out
         if spec.resample in ("nearest", "area"):
             x = F.interpolate(x, size=(spec.size, spec.size), mode=spec.resample)
         else:  # antialias only matters when shrinking; it is a no-op when enlarging
             x = F.interpolate(x, size=(spec.size, spec.size), mode=spec.resample, align_corners=False, antialias=True)
     assert x.shape[1:] == (3, spec.size, spec.size), x.shape
     return x.contiguous().cpu().numpy()
+
+
+@lru_cache(maxsize=64)
+def _nearest_repeats(n_in: int, n_out: int) -> np.ndarray:
+    """How often torch's nearest resize from n_in to n_out takes each source index, read from
+    torch itself (an index ramp resized), so the repeat gives exactly F.interpolate's output."""
+    ramp = torch.arange(n_in, dtype=torch.float32).view(1, 1, 1, n_in)
+    index = F.interpolate(ramp, size=(1, n_out), mode="nearest").view(-1).long().numpy()
+    assert (np.diff(index) >= 0).all(), "nearest indices must not decrease"
+    return np.bincount(index, minlength=n_in)
 
 
 @dataclass
