@@ -144,10 +144,11 @@ def verify(out_dir: str = typer.Argument(..., metavar="OUT_DIR", help="A build's
         from synthfer.errors import LockedError
         from synthfer.io.layout import layout_of
         from synthfer.io.lock import output_lock
-        from synthfer.io.verify import verify as run_verify
+        from synthfer.io.verify import check_output, verify as run_verify
 
         folder = _open_output(out_dir)
         layout = layout_of(folder)
+        check_output(folder, layout)   # before the lock: it would create a .lock file in any folder
         try:
             with output_lock(folder, layout, shared=True):  # a running build would make its state look wrong
                 problems, counts = run_verify(folder, layout)

@@ -195,6 +195,17 @@ def test_verify_during_a_build_says_a_build_is_running(cli, built):
     assert line.endswith("), so nothing was checked; verify when it has finished")
 
 
+
+def test_verify_of_a_missing_or_foreign_folder_says_so_and_writes_nothing(cli, tmp_path):
+    """A read-only command: no .lock file is left in a folder that is not a synthfer output."""
+    assert _one_error(cli("verify", tmp_path / "nothere"), 2) == f"Error: {tmp_path / 'nothere'}: no such folder"
+    assert not (tmp_path / "nothere").exists()
+    (tmp_path / "thesis").mkdir()
+    (tmp_path / "thesis" / "thesis.tex").write_text("x")
+    assert _one_error(cli("verify", tmp_path / "thesis"), 2) == (
+        f"Error: {tmp_path / 'thesis'}: not a synthfer output (no _synthfer/parts/ and no manifest.parquet)")
+    assert sorted(p.name for p in (tmp_path / "thesis").iterdir()) == ["thesis.tex"]
+
 def test_verify_of_an_unreadable_tar_is_one_problem(cli, built, monkeypatch):
     from synthfer.io import local_folder
     recipe, out = built

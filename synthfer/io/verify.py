@@ -26,13 +26,21 @@ from synthfer.io.shards import ShardStore, shard_name
 _STATUS_TARS = {"accepted": "tar", "rejected": "rejected_tar"}
 
 
+def check_output(folder: OutputFolder, layout: Layout) -> None:
+    """UsageError unless `folder` holds a synthfer output: checked before verify takes the build
+    lock, which would otherwise leave a .lock file in a folder that is not one."""
+    if folder.is_local and not folder.is_dir(""):
+        raise UsageError(f"{folder.location}: no such folder")
+    if not folder.is_dir(layout.marker_dir) and not folder.exists(layout.manifest):
+        raise UsageError(f"{folder.location}: not a synthfer output (no {layout.marker_dir}/ and no {layout.manifest})")
+
+
 def verify(folder: OutputFolder | str, layout: Layout | None = None) -> tuple[list[str], dict]:
     """(problems, counts). An empty problem list means the output is whole. Reads format 1 and 2."""
     folder = folder if isinstance(folder, OutputFolder) else open_folder(folder)
     layout = layout or layout_of(folder)
     store = ShardStore(folder, layout)
-    if not folder.is_dir(layout.marker_dir) and not folder.exists(layout.manifest):
-        raise UsageError(f"{folder.location}: not a synthfer output (no {layout.marker_dir}/ and no {layout.manifest})")
+    check_output(folder, layout)
     problems: list[str] = []
     markers = {}
     indices = store.marker_indices()
