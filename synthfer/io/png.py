@@ -29,8 +29,7 @@ def encoder_id() -> str:
 
 def paeth_rows(pixels: np.ndarray) -> np.ndarray:
     """uint8 [..., H, W, 3] -> uint8 [..., H, 1 + W*3]: each row's filter byte, then its Paeth
-    residuals. A stack of images is filtered in one pass: at 64 px numpy's per-call overhead
-    is most of the cost of one image."""
+    residuals. A stack of images (an encoding task's, io/writer.py) is filtered in one pass."""
     *lead, h, w, c = pixels.shape
     flat = pixels.reshape(*lead, h, w * c)
     # One zero row above and one zero pixel to the left: the first row and column then follow
