@@ -23,7 +23,7 @@ Ratios b/a and b/c are printed with the targets for a 2-core CPU (64 px: b/a >= 
 Phase a runs with the allocator settings a build makes (synthfer/runtime.py) and the batch size
 a build chooses (execution.batch_size: auto, synthfer/batching.py) unless --batch-size is given.
 Phase b also gets the environment the CLI sets before importing torch (OMP_WAIT_POLICY=PASSIVE
-unless already set): it makes a build faster and a bare generator loop slower, so a keeps the
+unless already set), as a build runs; it makes a bare generator loop slower, so a keeps the
 inherited environment and runs at its best.
 --rss-scaling instead builds b at 1,000 and 10,000 samples (--quick: 1,000 and 3,000) and
 compares the two peak RSS values (target: the larger within 10% of the smaller).

@@ -8,8 +8,8 @@ convolutions (5.9 img/s; 8.3 M minor faults in 15 s). Raising the mmap threshold
 threshold to 1 GiB in-process (mallopt) keeps those pages in the heap for the next batch: 16.2
 img/s, 0.19 M faults, the same peak RSS. A trim threshold of 256 MiB already loses most of it
 (11.8 img/s). One arena: with a pool of encoding threads each thread's own arena kept its
-fragments, and peak RSS grew x1.21 from 1,000 to 10,000 samples; with one arena x1.034 (652 ->
-675 MB), at the same speed. `SYNTHFER_MALLOC=default` leaves glibc as it is; other C libraries are left alone.
+fragments, and peak RSS grew x1.21 from 1,000 to 10,000 samples; with one arena x1.03-1.09
+(the peak moves with how a commit meets the next shard's batches), at the same speed. `SYNTHFER_MALLOC=default` leaves glibc as it is; other C libraries are left alone.
 
 Threads. torch's intra-op pool takes every core; onnxruntime's pool (assessment, in the writer
 thread, overlapping the next shard's generation) gets `ort_threads()` (half the cores). Image
@@ -17,10 +17,12 @@ encoding takes half the cores while the generator runs and every core while it i
 during the last shard's commit (`generating`, `encode_slot`). See docs/performance.md.
 
 OpenMP. torch's idle OpenMP threads spin for a while after every parallel region by default,
-on cores the writer's assessment and encoding need: with `OMP_WAIT_POLICY=PASSIVE` they sleep,
-and a 64 px build ran 7% faster with 8% less CPU time (while a bare generator loop, nothing
-beside it, ran 15% slower). The CLI sets it before torch is imported (`set_process_env`) unless
-the environment already says otherwise; run.json records the value.
+on cores the writer's assessment and encoding need: with `OMP_WAIT_POLICY=PASSIVE` they sleep.
+When images were encoded one per pool task, a 64 px build ran 7% faster with it and 8% less CPU
+time; with encoding in larger tasks the speed difference is inside the noise (docs/performance.md)
+and it still uses less CPU time. A bare generator loop, nothing beside it, runs 15% slower with
+it. The CLI sets it before torch is imported (`set_process_env`) unless the environment already
+says otherwise; run.json records the value.
 
 TF32. PyTorch lets cuDNN convolutions run in TF32 by default even in float32; synthfer sets
 both switches to `execution.tf32` (default off) so "float32" means float32.
