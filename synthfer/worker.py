@@ -249,7 +249,7 @@ class Worker:
                 ws[edit] = e.edit(ws[edit], va)
             img = g.synthesis(ws).float()
             assert img.shape[1:] == (3, g.resolution, g.resolution), img.shape
-            finite = torch.isfinite(img).flatten(1).all(1).cpu()
+            finite = _finite_rows(img)
             pixels = to_uint8(img if finite.all() else torch.nan_to_num(img))   # a NaN-free batch needs no copy
             for j, p in enumerate(span):
                 if wanted is None or p in wanted:
@@ -316,6 +316,17 @@ class Worker:
             judged.append(Judged(sample, verdict, scores, None if pixels is None else pixels.cpu().numpy(),
                                  stored, EditRecord.from_columns(row)))
         return judged
+
+
+def _finite_rows(img: torch.Tensor) -> torch.Tensor:
+    """[N] bool on the CPU: whether image n holds no NaN or Inf. A sum is finite only when every
+    term is (NaN and Inf propagate), so the per-value test (5 ms per 256 px batch of 16 on a
+    2-core CPU, against 0.3 ms for the sums) runs only for a batch with a sum that is not: a
+    NaN, an Inf, or finite values large enough to overflow it."""
+    ok = torch.isfinite(img.flatten(1).sum(1))
+    if not bool(ok.all()):
+        ok = torch.isfinite(img).flatten(1).all(1)
+    return ok.cpu()
 
 
 def _num(x: float) -> float | None:

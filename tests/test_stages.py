@@ -77,3 +77,22 @@ def test_preprocess_matches_the_plain_order(frame, crop, size, resample):
         else:
             np.testing.assert_allclose(got, want, rtol=0, atol=2e-5)
         assert np.array_equal(preprocess(pixels[1:2], spec), got[1:2])   # batch-invariant
+
+
+def test_finite_rows_matches_the_per_value_test():
+    """The worker's cheap NaN/Inf test (row sums first) gives exactly the per-value answer,
+    including finite values whose sum overflows to Inf."""
+    from synthfer.worker import _finite_rows
+
+    img = torch.rand(7, 3, 8, 8) * 2 - 1
+    img[1, 0, 2, 3] = float("nan")
+    img[2, 2, 7, 7] = float("inf")
+    img[3, 1, 0, 0] = float("-inf")
+    img[4, 0, 0, 0], img[4, 0, 0, 1] = float("inf"), float("-inf")   # the sum is NaN
+    img[5, :, 0, :2] = 3e38                                         # finite, but the sum overflows
+    expected = torch.isfinite(img).flatten(1).all(1)
+    assert expected.tolist() == [True, False, False, False, False, True, True]
+    assert torch.equal(_finite_rows(img), expected)
+    assert torch.equal(_finite_rows(img[[0, 5, 6]]), torch.tensor([True, True, True]))   # overflow only
+    assert torch.equal(_finite_rows(img[[0, 6]]), torch.tensor([True, True]))            # the fast path alone
+
