@@ -11,10 +11,11 @@ img/s, 0.19 M faults, the same peak RSS. A trim threshold of 256 MiB already los
 fragments, and peak RSS grew x1.21 from 1,000 to 10,000 samples; with one arena x1.03-1.09
 (the peak moves with how a commit meets the next shard's batches), at the same speed. `SYNTHFER_MALLOC=default` leaves glibc as it is; other C libraries are left alone.
 
-Threads. torch's intra-op pool takes every core; onnxruntime's pool (assessment, in the writer
-thread, overlapping the next shard's generation) gets `ort_threads()` (half the cores). Image
-encoding takes half the cores while the generator runs and every core while it is idle, as
-during the last shard's commit (`generating`, `encode_slot`). See docs/performance.md.
+Threads. torch's intra-op pool takes every core; onnxruntime's pool gets `ort_threads()` (half
+the cores). Work beside the generator (a shard's assessment, measured chunk by chunk while its
+later batches render, and image encoding) runs on per-process pools (`pool`) and takes half the
+cores while the generator runs and every core while it is idle, as during the last shard's
+commit (`generating`, `side_slot`). See docs/performance.md.
 
 OpenMP. torch's idle OpenMP threads spin for a while after every parallel region by default,
 on cores the writer's assessment and encoding need: with `OMP_WAIT_POLICY=PASSIVE` they sleep.
@@ -34,6 +35,7 @@ import ctypes
 import ctypes.util
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 PROCESS_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}   # before torch is imported; a value already set wins
@@ -100,18 +102,34 @@ def ort_threads() -> int:
     return max(1, cores() // 2)
 
 
-def encode_threads() -> int:
-    """Images encoded at once while the generator runs: the cores it and onnxruntime leave."""
+def side_threads() -> int:
+    """Tasks beside the generator (assessment chunks, encoding) at once while it runs: the cores it leaves."""
     return max(1, cores() // 2)
 
 
+_pools: dict = {}
+
+
+def pool(name: str) -> ThreadPoolExecutor | None:
+    """This process's thread pool `name` (a thread per core; a forked child makes its own), or
+    None on one core, where a second thread has nothing to overlap with. side_slot() decides
+    how many of its tasks run at once."""
+    if cores() <= 1:
+        return None
+    key = (os.getpid(), name)
+    with _busy:
+        if key not in _pools:
+            _pools[key] = ThreadPoolExecutor(max_workers=cores(), thread_name_prefix=f"synthfer-{name}")
+        return _pools[key]
+
+
 _busy = threading.Condition()
-_running = {"generating": 0, "encoding": 0}
+_running = {"generating": 0, "side": 0}
 
 
 @contextmanager
 def generating():
-    """Around this process's model work: encoding then keeps to encode_threads()."""
+    """Around this process's model work: work beside it then keeps to side_threads()."""
     with _busy:
         _running["generating"] += 1
     try:
@@ -122,20 +140,27 @@ def generating():
             _busy.notify_all()
 
 
-@contextmanager
-def encode_slot():
-    """Around one encoding task (io/writer.py: about one 256 px image's pixels): waits while
-    encode_threads() tasks (every core's worth when the generator is idle) are running. A task
-    is a few ms, so the share follows the generator within one task."""
+def generating_now() -> bool:
+    """Whether model work (generating()) is running in this process now."""
     with _busy:
-        while _running["encoding"] >= (encode_threads() if _running["generating"] else cores()):
+        return _running["generating"] > 0
+
+
+@contextmanager
+def side_slot():
+    """Around one task beside the generator (an encoding task of about one 256 px image's pixels,
+    or one assessment chunk): waits while side_threads() tasks (every core's worth when the
+    generator is idle) are running. A task is a few ms to a few tens of ms, so the share
+    follows the generator within one task."""
+    with _busy:
+        while _running["side"] >= (side_threads() if _running["generating"] else cores()):
             _busy.wait()
-        _running["encoding"] += 1
+        _running["side"] += 1
     try:
         yield
     finally:
         with _busy:
-            _running["encoding"] -= 1
+            _running["side"] -= 1
             _busy.notify_all()
 
 
@@ -151,7 +176,7 @@ def settings() -> dict:
     import torch
 
     out = {"allocator": tune_malloc(), "torch_threads": torch.get_num_threads(), "onnxruntime_threads": ort_threads(),
-           "encode_threads": encode_threads(), "encode_threads_idle": cores(), "cores": cores(),
+           "side_threads": side_threads(), "side_threads_idle": cores(), "cores": cores(),
            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default")}
     if torch.cuda.is_available():
         out.update(tf32_matmul=torch.backends.cuda.matmul.allow_tf32, tf32_cudnn=torch.backends.cudnn.allow_tf32)

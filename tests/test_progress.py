@@ -196,7 +196,7 @@ def test_encoding_takes_every_core_only_while_the_generator_is_idle(monkeypatch)
     state = {"now": 0, "max": 0, "want": 0}
 
     def encode():
-        with runtime.encode_slot():
+        with runtime.side_slot():
             with inside:
                 state["now"] += 1
                 state["max"] = max(state["max"], state["now"])

@@ -96,3 +96,29 @@ def test_finite_rows_matches_the_per_value_test():
     assert torch.equal(_finite_rows(img[[0, 5, 6]]), torch.tensor([True, True, True]))   # overflow only
     assert torch.equal(_finite_rows(img[[0, 6]]), torch.tensor([True, True]))            # the fast path alone
 
+
+def test_assessment_chunks_give_the_same_numbers_in_parallel_and_in_turn(monkeypatch):
+    """The last shard's assessment runs its chunks on every core (nothing is generating); while
+    the generator runs they go one by one. Both give the same bytes, in order."""
+    from synthfer import runtime
+    from synthfer.models.builtin_onnx import builtin_model_path
+    from synthfer.models.checkpoints import read_onnx
+    from synthfer.models.onnx import OnnxModel
+    from synthfer.models.specs import QualitySpec, VASpec
+    from synthfer.stages.assess import Assessor
+
+    monkeypatch.setattr(runtime, "cores", lambda: 2)
+    q, va = QualitySpec(), VASpec()
+    assessor = Assessor(OnnxModel(read_onnx(builtin_model_path("quality")), "q", "quality", q.preprocess.size), q,
+                        [(OnnxModel(read_onnx(builtin_model_path("va")), "va", "va", va.preprocess.size), va)])
+    pixels = torch.randint(0, 256, (150, 64, 64, 3), generator=torch.Generator().manual_seed(3), dtype=torch.uint8)
+    calls = []
+    run_chunk = assessor.run_chunk
+    monkeypatch.setattr(assessor, "run_chunk", lambda p, w=True: calls.append(p.shape[0]) or run_chunk(p, w))
+    parallel = assessor.measure(pixels, 16)
+    assert sorted(calls) == [22, 64, 64]          # chunks of max(batch, 64), whatever the order they ran in
+    with runtime.generating():
+        in_turn = assessor.measure(pixels, 16)
+    for name in ("quality", "embedding", "pred_valence", "pred_arousal", "va_each"):
+        a, b = getattr(parallel, name), getattr(in_turn, name)
+        assert a.tobytes() == b.tobytes(), name

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,26 +30,11 @@ class Judged:
     edit: EditRecord = EditRecord()  # the request it was rendered with, the correction's attempts
 
 
-_pool: dict = {}
-
-
-def _encoder() -> ThreadPoolExecutor | None:
-    """One encoding pool per process (a forked child makes its own) of a thread per core; None
-    on one core. runtime.encode_slot() decides how many of them encode at once."""
-    if runtime.cores() <= 1:
-        return None
-    pid = os.getpid()
-    if pid not in _pool:
-        _pool.clear()
-        _pool[pid] = ThreadPoolExecutor(max_workers=runtime.cores(), thread_name_prefix="synthfer-encode")
-    return _pool[pid]
-
-
 ENCODE_PIXELS = 1 << 16   # pixels per encoding task: one 256 px image, or 16 of 64 px
 
 
 def _encode(chunk: list[Judged], spec) -> list[tuple[bytes, int, int]]:
-    with runtime.encode_slot():
+    with runtime.side_slot():
         return images.encode_many([j.pixels for j in chunk], spec.format, spec.size, spec.quality, spec.png_level)
 
 
@@ -82,7 +65,7 @@ class ShardWriter:
             j.verdict.status == ACCEPTED or (j.verdict.status == REJECTED and keep_rejected))]
         # The encoders release the GIL: with cores to spare the images go to a pool.
         encode = (lambda chunk: _encode(chunk, spec))
-        pool, chunks = _encoder(), _chunks(kept)
+        pool, chunks = runtime.pool("side"), _chunks(kept)
         encoded = dict(zip((id(j) for j in kept),
                            (e for done in (pool.map(encode, chunks) if pool else map(encode, chunks)) for e in done)))
         for j in judged:

@@ -15,12 +15,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from synthfer import metrics
+from synthfer import metrics, runtime
 from synthfer.errors import ModelFileError
 from synthfer.io.records import NOT_MEASURED, UNDEFINED, Scores, score
 from synthfer.recipe import Preprocess, QualitySpec, VASpec
 
-ASSESS_MIN_BATCH = 64  # images per preprocessing + onnxruntime call, at least
+ASSESS_MIN_BATCH = 64  # images per preprocessing + onnxruntime call, at least (Assessor.chunk_size)
 
 
 def crop_edges(start: float, end: float, side: int, rounding: str) -> tuple[int, int]:
@@ -110,15 +110,27 @@ class Assessor:
     def has_embedding(self) -> bool:
         return self.quality_model is not None and self.quality.output == "embedding"
 
+    @staticmethod
+    def chunk_size(batch_size: int) -> int:
+        """Images per preprocessing + onnxruntime call. The assessment models are small next to
+        the generator: larger chunks than its batch cut per-call overhead. Fixed per batch_size,
+        so results stay deterministic however the chunks are scheduled."""
+        return max(batch_size, ASSESS_MIN_BATCH)
+
     def measure(self, pixels: torch.Tensor, batch_size: int, with_quality: bool = True) -> Measurements:
-        # The assessment models are small next to the generator: larger chunks than the
-        # generator's batch cut per-call overhead. Fixed per batch_size, so results stay deterministic.
-        batch_size = max(batch_size, ASSESS_MIN_BATCH)
-        n = pixels.shape[0]
+        """Every image of `pixels` (uint8 [N, H, W, 3]), in chunks of chunk_size(batch_size)."""
+        size, n = self.chunk_size(batch_size), pixels.shape[0]
+        chunks = [pixels[s:s + size] for s in range(0, n, size)]
+        pool = runtime.pool("side")
+        if pool is not None and len(chunks) > 1 and not runtime.generating_now():
+            # Nothing else is running (the last shard's commit): the chunks share the cores.
+            outputs = list(pool.map(lambda chunk: self._side(chunk, with_quality), chunks))
+        else:
+            outputs = [self.run_chunk(chunk, with_quality) for chunk in chunks]
         nan = np.full(n, np.nan)
         quality, embedding, pv, pa = nan.copy(), None, nan.copy(), nan.copy()
         if with_quality and self.quality_model is not None and n:
-            out = self._run(self.quality_model, self.quality.output_name, self.quality.preprocess, pixels, batch_size)
+            out = np.concatenate([q for q, _ in outputs])
             if self.quality.output == "embedding":
                 embedding = out.reshape(n, -1).astype(np.float64)
                 quality = np.linalg.norm(embedding, axis=1)
@@ -129,8 +141,8 @@ class Assessor:
         va_each = None
         if self.va and n:
             each = []
-            for model, spec in self.va:
-                out = self._run(model, spec.output_name, spec.preprocess, pixels, batch_size).reshape(n, -1)
+            for j, (model, spec) in enumerate(self.va):
+                out = np.concatenate([va[j] for _, va in outputs]).reshape(n, -1)
                 if out.shape[1] <= max(spec.valence_index, spec.arousal_index):  # a symbolic width passed load
                     raise ModelFileError(f"{model.label}: va output has {out.shape[1]} values per image, recipe "
                                          f"reads index {max(spec.valence_index, spec.arousal_index)}")
@@ -141,6 +153,17 @@ class Assessor:
             pv, pa = va_each[..., 0].mean(0), va_each[..., 1].mean(0)
         return Measurements(quality, embedding, pv, pa, va_each)
 
+    def _side(self, chunk: torch.Tensor, with_quality: bool) -> tuple:
+        with runtime.side_slot():
+            return self.run_chunk(chunk, with_quality)
+
+    def run_chunk(self, pixels: torch.Tensor, with_quality: bool = True) -> tuple:
+        """One chunk's raw model outputs: (the quality model's, or None; [each VA model's])."""
+        q = None
+        if with_quality and self.quality_model is not None:
+            q = self.quality_model.run(preprocess(pixels, self.quality.preprocess), self.quality.output_name)
+        return q, [model.run(preprocess(pixels, spec.preprocess), spec.output_name) for model, spec in self.va]
+
     def measure_va(self, pixels: torch.Tensor, batch_size: int) -> np.ndarray:
         """[N] complex valence + i*arousal (the estimators' clamped mean; NaN where unusable), for
         the correction loop, which needs nothing else."""
@@ -148,12 +171,6 @@ class Assessor:
             return np.full(pixels.shape[0], np.nan + 0j)
         m = self.measure(pixels, batch_size, with_quality=False)
         return m.pred_valence + 1j * m.pred_arousal
-
-    @staticmethod
-    def _run(model, output_name, spec: Preprocess, pixels: torch.Tensor, batch_size: int) -> np.ndarray:
-        chunks = [model.run(preprocess(pixels[s:s + batch_size], spec), output_name)
-                  for s in range(0, pixels.shape[0], batch_size)]
-        return np.concatenate(chunks)
 
 
 def scores_of(targets: list, idents: list[int], m: Measurements, quality: bool, va: bool) -> list[Scores]:
