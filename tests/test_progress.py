@@ -219,3 +219,31 @@ def test_encoding_takes_every_core_only_while_the_generator_is_idle(monkeypatch)
     with runtime.generating():
         assert peak(2) == 2         # half the cores beside the generator
     assert peak(4) == 4             # every core in the last shard's tail
+
+
+def test_heap_is_trimmed_only_once_rss_outgrows_the_first_shard(monkeypatch):
+    """runtime.release(): the first call (after the first shard's commit) records the working
+    set; later calls trim only when RSS is more than RSS_SLACK above it, so a steady build does
+    not hand its batches' pages back to be faulted in again."""
+    from synthfer import runtime
+
+    trims = []
+    monkeypatch.setattr(runtime, "_state", {"allocator": {"allocator": "glibc 2.36"}})
+    monkeypatch.setattr(runtime, "_libc", lambda: type("libc", (), {"malloc_trim": staticmethod(trims.append)}))
+    readings = iter([1000, 1040, 1049, 1051, 1200, 990])
+    monkeypatch.setattr(runtime, "_rss_bytes", lambda: next(readings))
+    done = []
+    for _ in range(6):
+        runtime.release()
+        done.append(len(trims))
+    assert done == [0, 0, 0, 1, 2, 2]      # 1000 recorded; 1051 and 1200 are past 1000 * 1.05
+    assert runtime.RSS_SLACK == 1.05
+
+    monkeypatch.setattr(runtime, "_state", {"allocator": {"allocator": "glibc 2.36"}})
+    monkeypatch.setattr(runtime, "_rss_bytes", lambda: None)   # no /proc: trim every time, as before
+    runtime.release()
+    runtime.release()
+    assert len(trims) == 4
+    monkeypatch.setattr(runtime, "_state", {"allocator": {"allocator": "unchanged"}})
+    runtime.release()
+    assert len(trims) == 4                  # SYNTHFER_MALLOC=default or not glibc: nothing to trim
