@@ -24,8 +24,11 @@ def test_throughput_quick_json():
         assert run["peak_rss_kib"] > 0, (phase, run)
     assert report["phases"]["b"]["images"] == report["phases"]["b"]["identities"] * 17
     assert report["phases"]["c"]["includes_assessment"] is True
+    rounds = report["ratios_rounds"]
+    assert report["rounds"] == len(rounds) == 1
     for ratio in ("b/a", "b/c"):
         assert report["ratios"][ratio] > 0
+        assert report["ratios"][ratio] == rounds[0][ratio] > 0
         assert isinstance(report["pass"][ratio], bool)
         assert report["targets"][ratio] > 0
     assert report["batch_size"] == "auto" and report["batch_size_used"] == 16
