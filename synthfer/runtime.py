@@ -9,13 +9,15 @@ threshold to 1 GiB in-process (mallopt) keeps those pages in the heap for the ne
 img/s, 0.19 M faults, the same peak RSS. A trim threshold of 256 MiB already loses most of it
 (11.8 img/s). One arena: with a pool of encoding threads each thread's own arena kept its
 fragments, and peak RSS grew x1.21 from 1,000 to 10,000 samples; with one arena x1.03-1.09
-(the peak moves with how a commit meets the next shard's batches), at the same speed. `SYNTHFER_MALLOC=default` leaves glibc as it is; other C libraries are left alone.
+(the peak moves with how a commit meets the next shard's batches), at the same speed. Free heap
+memory goes back to the kernel only once RSS outgrows its level after the first shard
+(`release`). `SYNTHFER_MALLOC=default` leaves glibc as it is; other C libraries are left alone.
 
 Threads. torch's intra-op pool takes every core; onnxruntime's pool gets `ort_threads()` (half
-the cores). Work beside the generator (a shard's assessment, measured chunk by chunk while its
-later batches render, and image encoding) runs on per-process pools (`pool`) and takes half the
-cores while the generator runs and every core while it is idle, as during the last shard's
-commit (`generating`, `side_slot`). See docs/performance.md.
+the cores). Work beside the generator (image encoding, and a shard's assessment chunks when
+nothing is generating, as during the last shard's commit) runs on a per-process pool (`pool`)
+and takes half the cores while the generator runs and every core while it is idle
+(`generating`, `side_slot`). See docs/performance.md.
 
 OpenMP. torch's idle OpenMP threads spin for a while after every parallel region by default,
 on cores the writer's assessment and encoding need: with `OMP_WAIT_POLICY=PASSIVE` they sleep.
