@@ -147,6 +147,34 @@ def test_verify_finds_a_changed_value_in_the_manifest(cli, built):
                         f"target_valence (0.25, part {table.column('target_valence')[3].as_py()!r})"]
 
 
+def test_a_damaged_shard_is_named_alone_not_paired_with_its_neighbour(cli, built):
+    """With shard 0 invalid, the manifest's record of merged parts is compared by part name:
+    it was compared by position, and the message then set shard 0's part against shard 1's."""
+    recipe, out = built
+    tar = next((out / "data").glob("*-000000.tar"))
+    data = bytearray(tar.read_bytes())
+    data[len(data) // 2] ^= 1
+    tar.write_bytes(bytes(data))
+    problems, counts = verify(out)
+    assert problems[0] == f"shard-000000: data/{tar.name} does not match its sha256"
+    merged = [p for p in problems if "merged from other parts" in p]
+    assert merged == ["manifest.parquet was merged from other parts than the committed shards (it lists "
+                      "_synthfer/parts/shard-000000.parquet, which no valid committed shard has)"], problems
+    assert counts["valid_shards"] == counts["shards"] - 1
+
+
+def test_the_first_difference_of_merged_parts_is_found_by_name():
+    from synthfer.io.verify import _first_difference
+
+    a, b, c = ("p/0", "aaaaaaaaaaaaaaaa"), ("p/1", "bbbbbbbbbbbbbbbb"), ("p/2", "cccccccccccccccc")
+    assert _first_difference([a, b, c], [a, c]) == "it lists p/1, which no valid committed shard has"
+    assert _first_difference([a, c], [a, b, c]) == "it misses p/1"
+    assert _first_difference([a, (b[0], "dddddddddddddddd"), c], [a, b, c]) == \
+        "it lists p/1 with sha256 dddddddddddd, the shard has bbbbbbbbbbbb"
+    assert _first_difference([a, a, b], [a, b]) == "it lists a part more than once"
+    assert _first_difference([b, a], [a, b]) == "the same parts in another order"
+
+
 def test_an_empty_marker_is_not_trusted(cli, built):
     recipe, out = built
     marker = out / PARTS / "shard-000001.done.json"

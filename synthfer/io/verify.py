@@ -83,11 +83,20 @@ def verify(folder: OutputFolder | str, layout: Layout | None = None) -> tuple[li
 
 
 def _first_difference(recorded: list, parts: list) -> str:
-    for a, b in zip(recorded, parts):
-        if a != b:
-            return f"it lists {a[0]} with sha256 {a[1][:12]}, the shard has {b[0]} with {b[1][:12]}"
-    longer, what = (recorded, "lists") if len(recorded) > len(parts) else (parts, "misses")
-    return f"it {what} {longer[min(len(recorded), len(parts))][0]}"
+    """The first part, by name, where the manifest's record and the valid committed shards
+    differ. By name, not by position: a shard that failed its check drops out of `parts`, and
+    pairing by position then compared every later part with its neighbour's."""
+    listed, have = dict(recorded), dict(parts)
+    if len(listed) != len(recorded):
+        return "it lists a part more than once"
+    for name in sorted(set(listed) | set(have)):
+        if name not in have:
+            return f"it lists {name}, which no valid committed shard has"
+        if name not in listed:
+            return f"it misses {name}"
+        if listed[name] != have[name]:
+            return f"it lists {name} with sha256 {listed[name][:12]}, the shard has {have[name][:12]}"
+    return "the same parts in another order"
 
 
 def _rows_match_parts(store: ShardStore, markers: dict, table: pa.Table, old: bool) -> list[str]:
