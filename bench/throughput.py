@@ -34,7 +34,7 @@ compares the two peak RSS values (target: the larger within 10% of the smaller).
 
     python bench/throughput.py [--size {64,256,1024}] [--device {auto,cpu,cuda}]
         [--dtype {float32,bfloat16,float16}] [--batch-size 16] [--samples N]
-        [--baseline-samples N] [--rounds 3] [--quick] [--rss-scaling] [--profile DIR] [--json]
+        [--baseline-samples N] [--rounds 5] [--quick] [--rss-scaling] [--profile DIR] [--json]
 
 Environment variables the children inherit (MALLOC_*, OMP_*, LD_PRELOAD ...) are part of the
 result and printed with it: glibc's allocator settings change CPU numbers a lot.

@@ -29,7 +29,7 @@ PSI = 0.7
 CHANNEL_MAX = 64  # builtin sizes (64, 256)
 
 # Default images per phase (a and b; c gets at most BASELINE_DEFAULT) and --quick counts, per
-# size. With the default rounds on a 2-core CPU: about 2 min (64), 4.5 min (256), 4 min (1024).
+# size. With the default rounds on a 2-core CPU: about 3.5 min (64), 5.5 min (256), 4 min (1024).
 DEFAULT_SAMPLES = {64: 3400, 256: 340, 1024: 17}
 DEFAULT_SAMPLES_GPU = {64: 10000, 256: 4000, 1024: 1000}
 QUICK_SAMPLES = {64: 680, 256: 34, 1024: 17}  # 64: two shards, so the writer overlaps

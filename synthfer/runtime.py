@@ -93,7 +93,6 @@ def release() -> None:
     first = _state.setdefault("rss_first", rss)
     if rss is None or first is None or rss > first * RSS_SLACK:
         _libc().malloc_trim(0)
-        _state["trims"] = _state.get("trims", 0) + 1
 
 
 def _rss_bytes() -> int | None:
