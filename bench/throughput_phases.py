@@ -361,7 +361,14 @@ def main() -> None:
     ap.add_argument("--batch-size", type=_batch, default="auto")
     ap.add_argument("--samples-per-shard", type=int, default=None)
     ap.add_argument("--profile", default=None)
-    run_child(ap.parse_args())
+    args = ap.parse_args()
+    if args.phase in ("a", "b"):
+        from synthfer import runtime
+
+        # Before torch is imported, as `synthfer build` does (runtime.py: lanes). Not for c: the
+        # original toolkit runs with glibc's defaults.
+        runtime.tune_malloc()
+    run_child(args)
 
 
 if __name__ == "__main__":

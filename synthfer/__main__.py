@@ -12,6 +12,7 @@ from synthfer.errors import InterruptedBuild
 def main() -> None:
     signals.install()
     runtime.set_process_env()   # before torch is imported
+    runtime.tune_malloc()       # before any other thread has a malloc arena: lanes share one heap
     try:
         from synthfer.cli import app
         try:   # typer >= 0.20 parses with its own copy of click

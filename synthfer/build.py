@@ -119,6 +119,10 @@ def build(loaded: LoadedRecipe, shards: str | None = None, reporter: Reporter | 
     worker = None if distributed(recipe) else Worker(recipe, plan, models, shard_fingerprint, store)
     if worker is not None:   # per-batch progress; shards built elsewhere report at each commit
         worker.on_batch = reporter.rendered
+    lanes = 1 if worker is None else runtime.lanes(device_type)
+    if lanes > 1:
+        each = runtime.lane_threads(lanes)
+        reporter.note(f"{lanes} shards at a time, {each} torch thread{'s' if each > 1 else ''} each")
     # Distributed builds calibrate on the driver's CPU copy of the models (deterministic either way).
     pilot = (worker or Worker(recipe, plan, models, shard_fingerprint, store)) if recipe.correction.calibrates else None
     reused_calibration = given_calibration(loaded, hashes)   # a bad file is refused before anything is written
@@ -148,7 +152,7 @@ def build(loaded: LoadedRecipe, shards: str | None = None, reporter: Reporter | 
         t_compute = time.perf_counter()
 
         def run(jobs):
-            return core.run(make_backend(loaded, store, worker, shard_fingerprint, jobs), jobs, reporter,
+            return core.run(make_backend(loaded, store, worker, shard_fingerprint, jobs, lanes), jobs, reporter,
                             recipe.execution.retries)
         try:
             with _storage(folder, "write failed", "; committed shards are intact"):

@@ -13,7 +13,20 @@ fragments, and peak RSS grew x1.21 from 1,000 to 10,000 samples; with one arena 
 memory goes back to the kernel only once RSS outgrows its level after the first shard
 (`release`). `SYNTHFER_MALLOC=default` leaves glibc as it is; other C libraries are left alone.
 
-Threads. torch's intra-op pool takes every core; onnxruntime's pool gets `ort_threads()` (half
+Lanes. On a CPU the "accelerator" is the cores the writer needs too. With one shard rendering on
+every core beside a writer thread, each slice of the writer's work stalls the whole two-thread
+generator at its next OpenMP barrier: at 64 px a build ran 0.68-0.72 of the bare generator's
+speed. A local CPU build therefore builds two shards at once (`lanes`), each lane rendering on
+half the cores and then measuring, encoding and committing its own shard while the other lane
+renders: 0.80-0.95 in the same runs (docs/performance.md). A lane alone (the last shard) takes
+every core. Thread counts never change a pixel (tested). Lanes need every thread on the one
+heap the allocator settings keep (below): a lane on another glibc arena gets its large
+activations from fresh pages at every batch (at 256 px: 12 M page faults, half the speed), so a
+process that made other arenas before `tune_malloc` (a library caller that ran torch first)
+builds with one lane. The CLI sets the allocator before importing anything. `SYNTHFER_LANES=N`
+overrides the choice.
+
+Threads. torch's intra-op pool takes every core (every lane's share of them); onnxruntime's pool gets `ort_threads()` (half
 the cores). Work beside the generator (image encoding, and a shard's assessment chunks when
 nothing is generating, as during the last shard's commit) runs on a per-process pool (`pool`)
 and takes half the cores while the generator runs and every core while it is idle
@@ -45,6 +58,8 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
 ARENAS = 1              # every thread allocates from the main heap, the one a trim empties best
 HEAP_KEEP = 1 << 30     # bytes: allocations below this come from the heap, and freed memory stays up to this
 RSS_SLACK = 1.05        # release() trims once RSS is this much above its first reading
+LANES_CPU = 2           # shards at once on a CPU: one renders while the other measures and writes
+LANES_ENV = "SYNTHFER_LANES"
 _state: dict = {}
 
 
@@ -108,6 +123,57 @@ def _libc():
     if "libc" not in _state:
         _state["libc"] = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     return _state["libc"]
+
+
+def arenas() -> int | None:
+    """glibc malloc arenas of this process (malloc_info's heaps), or None where it cannot tell."""
+    import tempfile
+
+    try:
+        libc = _libc()
+        libc.fdopen.restype = ctypes.c_void_p
+        libc.fdopen.argtypes = [ctypes.c_int, ctypes.c_char_p]
+        libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+        libc.fclose.argtypes = [ctypes.c_void_p]
+        with tempfile.TemporaryFile() as f:
+            stream = libc.fdopen(os.dup(f.fileno()), b"w")
+            if not stream:
+                return None
+            ok = libc.malloc_info(0, stream) == 0
+            libc.fclose(stream)
+            f.seek(0)
+            text = f.read().decode("ascii", "replace")
+    except (OSError, AttributeError):
+        return None
+    heaps = text.count("<heap nr=") if ok else 0
+    return heaps or None
+
+
+def lanes(device_type: str) -> int:
+    """Shards a local build renders at once (see Lanes above); records the choice for run.json."""
+    forced = os.environ.get(LANES_ENV, "").strip()
+    if forced:
+        if not forced.isdigit() or not 1 <= int(forced) <= 64:
+            from synthfer.errors import UsageError
+            raise UsageError(f"{LANES_ENV}={forced}: must be a whole number from 1 to 64")
+        n, why = int(forced), LANES_ENV
+    elif device_type != "cpu" or cores() < 2:
+        n, why = 1, f"{device_type}, {cores()} cores"
+    elif _keeps_heap() and (tune_malloc().get("arena_max") != ARENAS or arenas() != 1):
+        n, why = 1, "other malloc arenas exist: lanes would not share one heap"
+    else:
+        n, why = LANES_CPU, f"cpu, {cores()} cores"
+    _state["lanes"] = {"lanes": n, "torch_threads_each": lane_threads(n), "reason": why}
+    return n
+
+
+def _keeps_heap() -> bool:
+    return tune_malloc().get("mmap_threshold") is not None
+
+
+def lane_threads(busy: int) -> int:
+    """torch threads of one lane while `busy` lanes hold a shard: the cores split between them."""
+    return max(1, cores() // max(1, busy))
 
 
 def cores() -> int:
@@ -198,7 +264,8 @@ def settings() -> dict:
 
     out = {"allocator": tune_malloc(), "torch_threads": torch.get_num_threads(), "onnxruntime_threads": ort_threads(),
            "side_threads": side_threads(), "side_threads_idle": cores(), "cores": cores(),
-           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default")}
+           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
+           "lanes": _state.get("lanes", {"lanes": 1, "reason": "not a local build"})}
     if torch.cuda.is_available():
         out.update(tf32_matmul=torch.backends.cuda.matmul.allow_tf32, tf32_cudnn=torch.backends.cudnn.allow_tf32)
     return out

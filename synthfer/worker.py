@@ -79,6 +79,7 @@ class Worker:
         self.correction = recipe.correction
         self._calibration = None
         self.on_batch = None   # (shard, samples) after each generated batch: progress of local builds
+        self.before_batch = None   # () before each generated batch: a lane's thread count; raises to abandon
 
     @property
     def calibration(self) -> correction.Calibration | None:
@@ -239,6 +240,8 @@ class Worker:
         row_of = {ident: r for r, ident in enumerate(idents)}
         out = {}
         for b in batches:
+            if self.before_batch is not None:
+                self.before_batch()
             span = range(b * bs, min((b + 1) * bs, len(items)))
             ws = ws_id[torch.tensor([row_of[items[p][0]] for p in span], dtype=torch.long, device=device)]
             edit = torch.tensor([items[p][1] is not None for p in span], device=device)

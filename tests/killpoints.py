@@ -13,6 +13,7 @@ import importlib
 import os
 import signal
 import sys
+import threading
 
 
 def install(target: str, when: str, nth: int, signum: int = signal.SIGKILL) -> None:
@@ -23,19 +24,25 @@ def install(target: str, when: str, nth: int, signum: int = signal.SIGKILL) -> N
         owner = getattr(owner, part)
     real = getattr(owner, name)
     calls = {"n": 0}
+    lock = threading.Lock()
 
     def wrapper(*args, **kwargs):
-        calls["n"] += 1
-        if when == "before" and calls["n"] == nth:
+        with lock:   # two lanes call the same function at once: each call keeps its own number
+            calls["n"] += 1
+            n = calls["n"]
+        if when == "before" and n == nth:
             os.kill(os.getpid(), signum)
         result = real(*args, **kwargs)
-        if when == "after" and calls["n"] == nth:
+        if when == "after" and n == nth:
             os.kill(os.getpid(), signum)
         return result
     setattr(owner, name, wrapper)
 
 
 def main(argv: list[str]) -> None:
+    from synthfer import runtime
+
+    runtime.tune_malloc()   # first, as the CLI does: the build then runs with the CLI's lanes
     split = argv.index("--")
     points, cli_args = argv[:split], argv[split + 1:]
     for i in range(0, len(points), 3):

@@ -176,14 +176,17 @@ def test_the_cli_lets_idle_openmp_threads_sleep_unless_told_otherwise(write_reci
     """OMP_WAIT_POLICY must be in the environment before torch loads: only the CLI's own process
     can set it, and run.json says what the build ran with."""
     recipe = write_recipe(SEVERAL_BATCHES)
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "SYNTHFER_LANES")}
     for given, expected in ((None, "PASSIVE"), ("ACTIVE", "ACTIVE")):
         out = tmp_path / f"out-{expected}"
         proc = subprocess.run([sys.executable, "-m", "synthfer", "build", str(recipe), "-q", "--output", str(out)],
                               env=env if given is None else dict(env, OMP_WAIT_POLICY=given),
                               capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr
-        assert json.loads((out / "run.json").read_text())["runtime"]["omp_wait_policy"] == expected
+        run = json.loads((out / "run.json").read_text())["runtime"]
+        assert run["omp_wait_policy"] == expected
+        # the CLI sets the allocator before anything else: a CPU build with cores to spare has two lanes
+        assert run["lanes"]["lanes"] == (2 if run["cores"] >= 2 else 1), run["lanes"]
 
 
 def test_encoding_takes_every_core_only_while_the_generator_is_idle(monkeypatch):

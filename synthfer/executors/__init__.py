@@ -3,7 +3,8 @@ reporting, which shards are already committed) drives one of three backends that
 where a shard runs; all call the same per-shard function (worker.Worker) and commit through
 io/shards, so where a shard was built never changes its bytes:
 
-* local: this process, one device; a writer thread overlaps assessment/encoding with generation;
+* local: this process, one device; on a GPU a writer thread overlaps assessment/encoding with
+  generation, on a CPU two lanes each build whole shards on their share of the cores;
 * processes: one spawned process per entry of execution.devices (several GPUs, one machine);
 * ray: one actor per worker on a Ray cluster (`pip install 'synthfer[ray]'`).
 """
@@ -19,8 +20,9 @@ def distributed(recipe) -> bool:
     return ex.executor == "ray" or bool(ex.devices and len(ex.devices) > 1)
 
 
-def make_backend(loaded, store, worker, shard_fingerprint: str, jobs):
-    """The backend the recipe asks for; `worker` is the driver's own (local builds only)."""
+def make_backend(loaded, store, worker, shard_fingerprint: str, jobs, lanes: int = 1):
+    """The backend the recipe asks for; `worker` is the driver's own and `lanes` its lane count
+    (local builds only)."""
     ex = loaded.recipe.execution
     if ex.executor == "ray":
         from synthfer.executors.ray import RayBackend
@@ -29,7 +31,7 @@ def make_backend(loaded, store, worker, shard_fingerprint: str, jobs):
         from synthfer.executors.processes import ProcessBackend
         return ProcessBackend(loaded, store, shard_fingerprint, jobs)
     from synthfer.executors.local import LocalBackend
-    return LocalBackend(worker, store.folder.location)
+    return LocalBackend(worker, store.folder.location, lanes)
 
 
 def open_worker(loaded, store, shard_fingerprint: str, device: str | None):
