@@ -205,7 +205,8 @@ def print_table(report: dict) -> None:
         b = report["phases"]["b"]
         print(f"b: {b['identities']} identities x {TARGETS_PER_IDENTITY} targets in {b['shards']} shards, "
               f"{b['accepted']} accepted ({b.get('device_s_per_1000_accepted')} {report['device']}-seconds per 1,000 "
-              f"accepted); model loading {b['load_s']:.1f} s and finalize {b['finalize_s']:.1f} s not timed")
+              f"accepted); model loading {b['load_s']:.1f} s and finalize {b['finalize_s']:.1f} s not timed; "
+              f"{b['lanes']['lanes']} lane(s) of {b['lanes']['torch_threads_each']} torch thread(s)")
         print("c: one image at a time, autograd on, models reloaded per identity, PIL PNG save, and the "
               "same assessment as b (batch 1); always float32")
         for key in ("b/a", "b/c"):

@@ -219,6 +219,7 @@ def phase_b(args) -> dict:
         result = build(loaded, reporter=clock)
     t_call = time.perf_counter() - t0
     assert result.complete, result
+    lanes = json.loads((folder / "out" / "run.json").read_text())["runtime"]["lanes"]
     shutil.rmtree(folder)
     skipped = result.by_status.get("skipped", 0)
     accepted = result.by_status.get("accepted", 0)
@@ -227,7 +228,7 @@ def phase_b(args) -> dict:
             "device_s_per_1000_accepted": round(1000 * seconds / accepted, 2) if accepted else None,
             "build_call_s": t_call, "load_s": clock.t_started - t0, "finalize_s": t0 + t_call - clock.t_finished,
             "identities": identities, "shards": result.planned_shards, "accepted": result.by_status.get("accepted", 0),
-            "device": str(device), "device_name": _device_name(device)}
+            "device": str(device), "device_name": _device_name(device), "lanes": lanes}
 
 
 def _profiled_build(build, loaded, clock, prof_dir: Path):
