@@ -119,7 +119,7 @@ def build(loaded: LoadedRecipe, shards: str | None = None, reporter: Reporter | 
     worker = None if distributed(recipe) else Worker(recipe, plan, models, shard_fingerprint, store)
     if worker is not None:   # per-batch progress; shards built elsewhere report at each commit
         worker.on_batch = reporter.rendered
-    lanes = 1 if worker is None else runtime.lanes(device_type)
+    lanes = runtime.lanes(device_type, local=worker is not None)
     if lanes > 1:
         each = runtime.lane_threads(lanes)
         reporter.note(f"{lanes} shards at a time, {each} torch thread{'s' if each > 1 else ''} each")

@@ -15,10 +15,10 @@ memory goes back to the kernel only once RSS outgrows its level after the first 
 
 Lanes. On a CPU the "accelerator" is the cores the writer needs too. With one shard rendering on
 every core beside a writer thread, each slice of the writer's work stalls the whole two-thread
-generator at its next OpenMP barrier: at 64 px a build ran 0.68-0.72 of the bare generator's
-speed. A local CPU build therefore builds two shards at once (`lanes`), each lane rendering on
-half the cores and then measuring, encoding and committing its own shard while the other lane
-renders: 0.80-0.95 in the same runs (docs/performance.md). A lane alone (the last shard) takes
+generator at its next OpenMP barrier: at 64 px a build ran 0.67 of the bare generator's speed.
+A local CPU build therefore builds two shards at once (`lanes`), each lane rendering on half the
+cores and then measuring, encoding and committing its own shard while the other lane renders:
+0.72-0.79 (docs/performance.md). A lane alone (the last shard) takes
 every core. Thread counts never change a pixel (tested). Lanes need every thread on the one
 heap the allocator settings keep (below): a lane on another glibc arena gets its large
 activations from fresh pages at every batch (at 256 px: 12 M page faults, half the speed), so a
@@ -26,8 +26,8 @@ process that made other arenas before `tune_malloc` (a library caller that ran t
 builds with one lane. The CLI sets the allocator before importing anything. `SYNTHFER_LANES=N`
 overrides the choice.
 
-Threads. torch's intra-op pool takes every core (every lane's share of them); onnxruntime's pool gets `ort_threads()` (half
-the cores). Work beside the generator (image encoding, and a shard's assessment chunks when
+Threads. torch's intra-op pool takes every core (a lane: its share of them); onnxruntime's pool
+gets `ort_threads()` (half the cores). Work beside the generator (image encoding, and a shard's assessment chunks when
 nothing is generating, as during the last shard's commit) runs on a per-process pool (`pool`)
 and takes half the cores while the generator runs and every core while it is idle
 (`generating`, `side_slot`). See docs/performance.md.
@@ -149,10 +149,13 @@ def arenas() -> int | None:
     return heaps or None
 
 
-def lanes(device_type: str) -> int:
-    """Shards a local build renders at once (see Lanes above); records the choice for run.json."""
+def lanes(device_type: str, local: bool = True) -> int:
+    """Shards a local build renders at once (see Lanes above); records the choice for run.json.
+    local=False: the shards are built by other processes (processes, ray), one at a time each."""
     forced = os.environ.get(LANES_ENV, "").strip()
-    if forced:
+    if not local:
+        n, why = 1, "shards built by worker processes"
+    elif forced:
         if not forced.isdigit() or not 1 <= int(forced) <= 64:
             from synthfer.errors import UsageError
             raise UsageError(f"{LANES_ENV}={forced}: must be a whole number from 1 to 64")

@@ -69,6 +69,7 @@ def test_lanes_on_a_cpu_with_cores_and_one_heap_only(monkeypatch):
     monkeypatch.setattr(runtime, "arenas", lambda: 1)
     assert runtime.lanes("cpu") == 2 and runtime.lane_threads(2) == 2 and runtime.lane_threads(1) == 4
     assert runtime.lanes("cuda") == 1
+    assert runtime.lanes("cpu", local=False) == 1       # ray / processes: each worker builds one shard at a time
     monkeypatch.setattr(runtime, "arenas", lambda: 3)    # threads made arenas before the allocator was set
     assert runtime.lanes("cpu") == 1
     assert runtime._state["lanes"]["reason"] == "other malloc arenas exist: lanes would not share one heap"
@@ -172,7 +173,7 @@ def test_an_aborted_build_abandons_the_shard_being_rendered():
     from synthfer.executors.local import LocalBackend
 
     reporter = _Reporter()
-    worker = _FakeWorker(reporter, batches=10 ** 9)    # would render for ever unless abandoned
+    worker = _FakeWorker(reporter, batches=10 ** 6)    # seconds of batches unless abandoned at the next one
     backend = LocalBackend(worker, "out", lanes=2)
     backend.submit(_jobs(1)[0])
     future = next(iter(backend.running))

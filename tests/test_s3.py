@@ -67,15 +67,19 @@ def test_build_to_s3_equals_local_build(cli, s3_endpoint, reference):
 def test_sigkill_mid_commit_then_resume_is_byte_identical(s3_endpoint, reference):
     recipe, local = reference
     url = f"s3://{BUCKET}/killed"
-    # writes: fingerprint.json, then files + marker per shard; the 6th stores shard 2 without its marker
+    # writes: fingerprint.json, then files + marker per shard; the 6th is the shards' 5th: with one
+    # lane shard 2's files without their marker; with two lanes committing side by side, 5 writes
+    # of two interleaved files-marker sequences hold 1 or 2 markers and maybe a shard's unmarked files
     killed = _build(str(recipe), "-q", "--output", url, kill=("synthfer.io.object_folder:ObjectFolder.write_all", "after", 6))
     assert killed.returncode == -9, killed.stderr
     store = ShardStore(open_folder(url))
     visible = store.marker_indices()
-    assert visible == [0, 1]
+    assert 1 <= len(visible) <= 2, visible
     for index in visible:
         assert store.problem(index, store.read_marker(index), hashes=True) is None
-    assert "data/train-000002.tar" in objects(url)   # an unmarked object, invisible to readers
+    marked = {rel for index in visible for rel in store.read_marker(index)["files"]}
+    unmarked = {k for k in objects(url) if k.startswith("data/") and k not in marked}
+    assert len(unmarked) <= 1                       # at most the shard being committed, invisible to readers
     assert "manifest.parquet" not in objects(url)
     resumed = _build(str(recipe), "--output", url)   # the dead build's lease names a dead pid here
     assert resumed.returncode == 0, resumed.stderr
