@@ -148,12 +148,12 @@ def _jobs(n: int) -> list:
 def test_lanes_split_the_cores_and_report_on_the_main_thread(monkeypatch):
     from synthfer import runtime
     from synthfer.executors import core
-    from synthfer.executors.local import LocalBackend
+    from synthfer.executors.local import LanesBackend
 
     monkeypatch.setattr(runtime, "cores", lambda: 2)
     reporter = _Reporter()
     worker = _FakeWorker(reporter, together=threading.Barrier(2))
-    failed, committed = core.run(LocalBackend(worker, "out", lanes=2), _jobs(2), reporter, retries=0)
+    failed, committed = core.run(LanesBackend(worker, "out", 2), _jobs(2), reporter, retries=0)
     assert not failed and sorted(committed) == [0, 1]
     assert worker.threads == {0: {1}, 1: {1}}           # two shards in flight: a core each
     assert worker.on_batch == reporter.rendered and worker.before_batch is None   # hooks handed back
@@ -162,7 +162,7 @@ def test_lanes_split_the_cores_and_report_on_the_main_thread(monkeypatch):
         assert mine == [("rendered", index, True)] * 3 + [("committed", index, True)]
 
     alone = _FakeWorker(reporter)
-    core.run(LocalBackend(alone, "out", lanes=2), _jobs(1), reporter, retries=0)
+    core.run(LanesBackend(alone, "out", 2), _jobs(1), reporter, retries=0)
     assert alone.threads == {0: {2}}                    # a lane alone takes every core
 
 
@@ -170,11 +170,11 @@ def test_an_aborted_build_abandons_the_shard_being_rendered():
     from concurrent.futures import wait
 
     from synthfer.errors import InterruptedBuild
-    from synthfer.executors.local import LocalBackend
+    from synthfer.executors.local import LanesBackend
 
     reporter = _Reporter()
     worker = _FakeWorker(reporter, batches=10 ** 6)    # seconds of batches unless abandoned at the next one
-    backend = LocalBackend(worker, "out", lanes=2)
+    backend = LanesBackend(worker, "out", 2)
     backend.submit(_jobs(1)[0])
     future = next(iter(backend.running))
     while not worker.threads:                          # it is rendering

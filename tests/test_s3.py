@@ -68,18 +68,19 @@ def test_sigkill_mid_commit_then_resume_is_byte_identical(s3_endpoint, reference
     recipe, local = reference
     url = f"s3://{BUCKET}/killed"
     # writes: fingerprint.json, then files + marker per shard; the 6th is the shards' 5th: with one
-    # lane shard 2's files without their marker; with two lanes committing side by side, 5 writes
-    # of two interleaved files-marker sequences hold 1 or 2 markers and maybe a shard's unmarked files
+    # lane shard 2's files without their marker. With two lanes committing side by side the order
+    # varies, and the other lane may finish one more write before the kill lands: some shards are
+    # marked, and each lane may have left one shard's files unmarked
     killed = _build(str(recipe), "-q", "--output", url, kill=("synthfer.io.object_folder:ObjectFolder.write_all", "after", 6))
     assert killed.returncode == -9, killed.stderr
     store = ShardStore(open_folder(url))
     visible = store.marker_indices()
-    assert 1 <= len(visible) <= 2, visible
+    assert 1 <= len(visible) <= 3, visible
     for index in visible:
         assert store.problem(index, store.read_marker(index), hashes=True) is None
     marked = {rel for index in visible for rel in store.read_marker(index)["files"]}
     unmarked = {k for k in objects(url) if k.startswith("data/") and k not in marked}
-    assert len(unmarked) <= 1                       # at most the shard being committed, invisible to readers
+    assert len(unmarked) <= 2                       # at most one shard per lane, invisible to readers
     assert "manifest.parquet" not in objects(url)
     resumed = _build(str(recipe), "--output", url)   # the dead build's lease names a dead pid here
     assert resumed.returncode == 0, resumed.stderr

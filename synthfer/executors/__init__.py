@@ -30,8 +30,10 @@ def make_backend(loaded, store, worker, shard_fingerprint: str, jobs, lanes: int
     if distributed(loaded.recipe):
         from synthfer.executors.processes import ProcessBackend
         return ProcessBackend(loaded, store, shard_fingerprint, jobs)
-    from synthfer.executors.local import LocalBackend
-    return LocalBackend(worker, store.folder.location, lanes)
+    from synthfer.executors.local import LanesBackend, LocalBackend
+    if lanes > 1:
+        return LanesBackend(worker, store.folder.location, lanes)
+    return LocalBackend(worker, store.folder.location)
 
 
 def open_worker(loaded, store, shard_fingerprint: str, device: str | None):
