@@ -18,7 +18,7 @@ every core beside a writer thread, each slice of the writer's work stalls the wh
 generator at its next OpenMP barrier: at 64 px a build ran 0.67 of the bare generator's speed.
 A local CPU build therefore builds two shards at once (`lanes`), each lane rendering on half the
 cores and then measuring, encoding and committing its own shard while the other lane renders:
-0.72-0.79 (docs/performance.md). A lane alone (the last shard) takes
+0.72-0.88 (docs/performance.md). A lane alone (the last shard) takes
 every core. Thread counts never change a pixel (tested). Lanes need every thread on the one
 heap the allocator settings keep (below): a lane on another glibc arena gets its large
 activations from fresh pages at every batch (at 256 px: 12 M page faults, half the speed), so a
