@@ -24,9 +24,10 @@ phase's luckiest moment with another's typical one (`ratios_fastest` still has i
 the largest of the rounds. Ratios b/a and b/c are printed with the targets for a 2-core CPU
 (64 px: b/a >= 0.75, b/c >= 3; 256 px: b/a >= 0.9, b/c >= 1.5). Stable JSON keys: ratios.b/a,
 ratios.b/c, rss.ratio; also ratios_rounds (each round's), ratios_fastest.
-Every phase sets the allocator as `synthfer build` does, before torch is imported (synthfer/runtime.py;
-a local CPU build then renders two shards at once, each on half the cores: its lanes). Phase a
-runs with those allocator settings and the batch size
+Phases a and b set the allocator as `synthfer build` does, before torch is imported
+(synthfer/runtime.py; a local CPU build then renders two shards at once, each on half the cores:
+its lanes); c keeps glibc's defaults, as the original toolkit does. Phase a runs with those
+allocator settings and the batch size
 a build chooses (execution.batch_size: auto, synthfer/batching.py) unless --batch-size is given.
 Phase b also gets the environment the CLI sets before importing torch (OMP_WAIT_POLICY=PASSIVE
 unless already set), as a build runs; it makes a bare generator loop slower, so a keeps the

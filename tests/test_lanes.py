@@ -12,17 +12,12 @@ import threading
 
 import pytest
 
+from synthfer import runtime
 from tests.conftest import REPO
+from tests.test_progress import SEVERAL_BATCHES
 
-# 12 identities x 5 targets in 4 shards of 15 samples, batch 2: each lane builds two shards.
-FOUR_SHARDS = """\
-name: lanes
-seed: 5
-identities: {count: 12}
-targets: {emotions: [happy, sad], intensities: [0.5, 1.0], neutral: true}
-output: {dir: out, samples_per_shard: 15, image: {format: png, size: 16}, splits: {train: 0.5, val: 0.5, test: 0}}
-execution: {device: cpu, batch_size: 2}
-"""
+# test_progress's recipe with 12 identities: 4 shards of 15 samples, batch 2, each lane builds two.
+FOUR_SHARDS = SEVERAL_BATCHES.replace("count: 6", "count: 12")
 
 
 def _files(folder) -> dict:
@@ -39,16 +34,11 @@ def test_two_lanes_write_the_bytes_of_one(cli, write_recipe, tmp_path, monkeypat
         result = cli("build", recipe, "-q", "--output", out)
         assert result.exit_code == 0, result.output
         run = json.loads((out / "run.json").read_text())
-        assert run["runtime"]["lanes"] == {"lanes": int(lanes), "torch_threads_each": max(1, _cores() // int(lanes)),
+        assert run["runtime"]["lanes"] == {"lanes": int(lanes), "torch_threads_each": max(1, runtime.cores() // int(lanes)),
                                            "reason": "SYNTHFER_LANES"}
         outputs[lanes] = _files(out)
     assert len([k for k in outputs["1"] if k.endswith(".tar")]) == 4
     assert outputs["1"] == outputs["2"]
-
-
-def _cores() -> int:
-    from synthfer import runtime
-    return runtime.cores()
 
 
 def test_a_bad_lane_count_is_one_line(cli, write_recipe, monkeypatch, tmp_path):
@@ -60,8 +50,6 @@ def test_a_bad_lane_count_is_one_line(cli, write_recipe, monkeypatch, tmp_path):
 
 
 def test_lanes_on_a_cpu_with_cores_and_one_heap_only(monkeypatch):
-    from synthfer import runtime
-
     monkeypatch.delenv("SYNTHFER_LANES", raising=False)
     monkeypatch.setattr(runtime, "cores", lambda: 4)
     monkeypatch.setattr(runtime, "tune_malloc", lambda: {"allocator": "glibc 2.36", "mmap_threshold": 1 << 30,
@@ -146,7 +134,6 @@ def _jobs(n: int) -> list:
 
 
 def test_lanes_split_the_cores_and_report_on_the_main_thread(monkeypatch):
-    from synthfer import runtime
     from synthfer.executors import core
     from synthfer.executors.local import LanesBackend
 
