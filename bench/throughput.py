@@ -265,6 +265,13 @@ def main() -> None:
         ap.error("--rounds must be >= 1")
     if args.dtype != "float32" and args.device == "cpu":
         ap.error(f"--dtype {args.dtype} needs a CUDA device (autocast); CPU runs float32")
+    if args.device == "cuda" or args.dtype != "float32":
+        # Say so before writing the models (a minute at 1024 px), not as a phase's traceback.
+        import torch
+
+        if not torch.cuda.is_available():
+            ap.error(f"--device cuda{'' if args.device == 'cuda' else f' (for --dtype {args.dtype})'}: "
+                     "torch sees no CUDA device here")
     with tempfile.TemporaryDirectory(prefix="synthfer-throughput-") as tmp:
         result = run_rss_scaling(args, Path(tmp)) if args.rss_scaling else run_phases(args, Path(tmp))
     env = {k: v for k, v in sorted(os.environ.items())

@@ -7,6 +7,9 @@ import json
 import subprocess
 import sys
 
+import pytest
+import torch
+
 from tests.conftest import REPO
 
 
@@ -33,3 +36,17 @@ def test_throughput_quick_json():
         assert report["targets"][ratio] > 0
     assert report["batch_size"] == "auto" and report["batch_size_used"] == 16
     assert report["device_name"] and report["torch"]
+
+
+def test_throughput_cuda_without_a_gpu_is_one_line_before_any_work():
+    # The GPU command in docs/performance.md, run where torch sees no CUDA device: an argparse
+    # error (exit 2) before the 1024 px models are written, not a phase's traceback.
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    for extra, says in ((["--device", "cuda"], "--device cuda: "),
+                        (["--dtype", "bfloat16"], "--device cuda (for --dtype bfloat16): ")):
+        proc = subprocess.run([sys.executable, str(REPO / "bench" / "throughput.py"), "--size", "1024", *extra],
+                              cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert proc.stderr.splitlines()[-1] == f"throughput.py: error: {says}torch sees no CUDA device here"
+        assert "writing" not in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
