@@ -170,3 +170,29 @@ def test_an_aborted_build_abandons_the_shard_being_rendered():
     wait([future])
     with pytest.raises(InterruptedBuild):
         future.result()
+
+
+def test_two_lanes_making_the_same_new_folder_both_succeed(tmp_path):
+    # Two lanes commit their first shards in step, so both may find data/ missing and make it at
+    # once; the loser must take the folder the winner made, not fail (and re-render) its shard.
+    from synthfer.io.local_folder import LocalFolder
+
+    for trial in range(40):
+        folder = LocalFolder(tmp_path / f"out{trial}")
+        folder.ensure()
+        start, errors = threading.Barrier(2), []
+
+        def commit(name):
+            start.wait()
+            try:
+                folder.write_all([(f"data/{name}.tar", b"x"), (f"_synthfer/parts/{name}.parquet", b"y")])
+            except OSError as err:
+                errors.append(err)
+
+        lanes = [threading.Thread(target=commit, args=(f"train-00000{i}",)) for i in range(2)]
+        for t in lanes:
+            t.start()
+        for t in lanes:
+            t.join()
+        assert errors == [], errors
+        assert sorted(p.name for p in (folder.root / "data").iterdir()) == ["train-000000.tar", "train-000001.tar"]

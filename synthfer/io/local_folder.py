@@ -71,10 +71,11 @@ class LocalFolder(OutputFolder):
         for part in [p for p in rel_dir.split("/") if p]:
             path = path / part
             try:
-                st = os.lstat(path)
-            except FileNotFoundError:
                 os.mkdir(path)
                 continue
+            except FileExistsError:
+                pass   # made before, or just now by the other lane: check below what it is
+            st = os.lstat(path)
             if not stat.S_ISDIR(st.st_mode):
                 raise OSError(errno.ENOTDIR if not stat.S_ISLNK(st.st_mode) else errno.ELOOP,
                               "is a symbolic link, not a folder" if stat.S_ISLNK(st.st_mode) else "is not a folder",
