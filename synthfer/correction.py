@@ -162,7 +162,9 @@ class Calibration:
                 f = complex(float(e["factor"][0]), float(e["factor"][1]))
                 if not (math.isfinite(f.real) and math.isfinite(f.imag)) or f == 0:
                     raise ValueError(f"bin {e['from_deg']}-{e['to_deg']}: factor must be finite and non-zero")
-                bins[(bin_of(float(e["from_deg"]), float(doc["bin_deg"])), _intensity_key(e["intensity"]))] = {
+                # from_deg was rounded to 6 places, so floor() would put e.g. bin 3 of 7.3 deg into bin 2
+                b = round(float(e["from_deg"]) / float(doc["bin_deg"]))
+                bins[(b, _intensity_key(e["intensity"]))] = {
                     "factor": f, "applied": bool(e["applied"]), "samples": int(e["samples"]),
                     "mean_direction_error_deg": e.get("mean_direction_error_deg")}
             return cls(float(doc["bin_deg"]), bins, dict(doc.get("pilot") or {}))

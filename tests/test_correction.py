@@ -220,3 +220,18 @@ def test_recipe_mistakes_and_plan(cli, write_recipe, tmp_path):
     assert plan.exit_code == 0, plan.output
     assert ("correction: calibration pilot: 3 identities x 2 targets = 6 renders; iterate: at most 2 more renders "
             "for each of 8 edited samples (up to 16 more)") in plan.stdout.replace("\n", " ")
+
+
+@pytest.mark.parametrize("bin_deg", [7.3, 2.2, 15.0, 11.25])
+def test_calibration_json_reloads_every_bin_where_it_was(bin_deg):
+    # from_deg is stored rounded to 6 places; reloading must not move a bin (7.3 deg: 3 * 7.3 =
+    # 21.9 -> 21.899999... floored into bin 2 before), or one factor would overwrite another.
+    from synthfer.correction import Calibration
+
+    n = math.ceil(360.0 / bin_deg)
+    bins = {(b, k): {"factor": complex(1.0 + b / 100, k / 10), "applied": b % 2 == 0, "samples": b + 1,
+                     "mean_direction_error_deg": float(b)} for b in range(n) for k in (0.5, 1.0)}
+    cal = Calibration(bin_deg, bins, {"identities": 3})
+    again = Calibration.from_json(cal.to_json(), "calibration.json")
+    assert again.bins == bins
+    assert again.to_json() == cal.to_json()
