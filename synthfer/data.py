@@ -68,10 +68,12 @@ def dataset(out, split: str = "train", label: str = "va", image_size: int | None
     if label not in LABELS:
         raise UsageError(f"label: must be va, class or both, got {label!r}")
     urls = shard_urls(out, split, storage_options)
-    stages = [wds.SimpleShardList(urls)]
+    # Split before shuffling: with seed None each worker process draws its own order, so a
+    # shuffle ahead of the split would hand workers overlapping shards.
+    stages = [wds.SimpleShardList(urls), wds.split_by_worker]
     if shuffle:
         stages.append(wds.shuffle(len(urls), initial=len(urls), seed=seed))
-    stages += [wds.split_by_worker, _interleave(mix if shuffle else 1)]
+    stages.append(_interleave(mix if shuffle else 1))
     if shuffle:
         stages.append(wds.shuffle(buffer, initial=buffer, seed=seed))
     stages.append(wds.map(_item(label, image_size)))

@@ -138,6 +138,22 @@ def test_synthfer_data_reads_every_split_with_more_workers_than_shards(tiny):
         sd.dataset(tiny, split="dev")
 
 
+@pytest.mark.parametrize("seed", [None, 0])
+def test_several_workers_read_every_sample_once(tiny, seed):
+    # seed None (the README's example) shuffles differently in each worker process: the shards
+    # must be split between workers before that shuffle, or workers read overlapping shards.
+    import synthfer.data as sd
+
+    def digests(loader):
+        return sorted(hashlib.sha256(x.numpy().tobytes()).hexdigest() for batch, _ in loader for x in batch)
+
+    once = digests(torch.utils.data.DataLoader(sd.dataset(tiny, shuffle=False), batch_size=4))
+    assert len(once) == _accepted(tiny)["train"] and len(set(once)) == len(once)
+    for _ in range(2):   # two passes: a fresh draw of each worker's order every time
+        loader = torch.utils.data.DataLoader(sd.dataset(tiny, seed=seed), batch_size=4, num_workers=2)
+        assert digests(loader) == once
+
+
 @pytest.fixture(scope="module")
 def by_format(tiny, tmp_path_factory):
     built = {"png": tiny}
