@@ -140,11 +140,26 @@ def _prepare(target: LocalFolder, force: bool) -> None:
             except (OSError, ValueError):
                 raise UsageError(f"{target.location}: --force replaces only an earlier synthfer export, and this "
                                  f"folder has no {RECORD}") from None
-            for rel in record.get("files", []):
+            files = record.get("files") if isinstance(record, dict) else None
+            if not isinstance(files, list) or not all(_inside(target.root, rel) for rel in files):
+                raise UsageError(f"{target.location}: {RECORD} is not a synthfer export record (it must list "
+                                 f"relative paths inside the folder); nothing removed")
+            for rel in files:
                 target.remove(rel)
         target.ensure()
     except OSError as err:
         raise OutputError(f"{target.location}: {err.strerror or err}") from None
+
+
+def _inside(root: Path, rel) -> bool:
+    """A path an export record may list: relative, below the folder, through no symbolic link
+    (a record edited to "../x", or a linked sub-folder, must not delete files elsewhere)."""
+    if not isinstance(rel, str) or "\\" in rel or "\0" in rel:
+        return False
+    parts = rel.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        return False
+    return not any((root.joinpath(*parts[:n])).is_symlink() for n in range(1, len(parts)))
 
 
 def _members(folder: OutputFolder, rel: str):

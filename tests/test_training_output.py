@@ -320,3 +320,25 @@ def test_format_1_outputs_are_read_and_a_build_asks_to_rebuild_them(cli, tmp_pat
     assert not (v1 / "shards").exists() and (v1 / "data").is_dir() and (v1 / "HOW.md").exists()
     assert cli("verify", v1).exit_code == 0
     np.testing.assert_equal(json.loads((v1 / "run.json").read_text())["format_version"], 2)
+
+
+def test_export_force_removes_only_what_its_record_lists_inside_the_folder(tiny, tmp_path, cli):
+    # --force deletes the files DEST/.synthfer-export.json lists: an edited record must not reach
+    # outside DEST, by "..", an absolute path or a linked sub-folder.
+    dest, outside = tmp_path / "if", tmp_path / "keep"
+    assert cli("export", tiny, dest, "--format", "imagefolder").exit_code == 0
+    outside.mkdir()
+    (outside / "precious.txt").write_text("x")
+    (dest / "link").symlink_to(outside)
+    record = dest / ".synthfer-export.json"
+    good = json.loads(record.read_text())
+    pngs = len(list(dest.rglob("*.png")))
+    for files in (["../keep/precious.txt"], [str(outside / "precious.txt")], ["link/precious.txt"], [3]):
+        record.write_text(json.dumps({**good, "files": good["files"] + files}))
+        result = cli("export", tiny, dest, "--format", "imagefolder", "--force")
+        assert result.exit_code == 2, result.output
+        assert result.stderr.strip() == (f"Error: {dest}: .synthfer-export.json is not a synthfer export record "
+                                         f"(it must list relative paths inside the folder); nothing removed")
+        assert (outside / "precious.txt").exists() and len(list(dest.rglob("*.png"))) == pngs
+    record.write_text("[1, 2]")
+    assert cli("export", tiny, dest, "--format", "imagefolder", "--force").exit_code == 2
