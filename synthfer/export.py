@@ -55,8 +55,9 @@ def export(out, fmt: str, dest: str | Path, force: bool = False, storage_options
         rows = read_manifest(source, layout.manifest, ["key", "shard", "split", "target", "class", "status",
                                                        "target_valence", "target_arousal", "width", "height",
                                                        "image_sha256"], fill_missing=True).to_pylist()
-    except OSError as err:
-        raise UsageError(f"{source.location}: no readable {layout.manifest} ({err.strerror or err}); "
+    except (OSError, ValueError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0]
+        raise UsageError(f"{source.location}: no readable {layout.manifest} ({reason}); "
                          f"is it a finished synthfer output?") from None
     accepted = {r["key"]: r for r in rows if r["status"] == "accepted"}
     expression = _affectnet_index(rows) if fmt == "affectnet-csv" else {}

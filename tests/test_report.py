@@ -157,6 +157,31 @@ def test_missing_manifest_is_a_usage_error(tmp_path):
         write_report(out, compare=tmp_path / "missing")
 
 
+@pytest.mark.parametrize("content", ["foreign", "junk"])
+def test_a_foreign_or_damaged_manifest_is_one_line_for_report_and_export(cli, tmp_path, content):
+    # Another tool's Parquet (no key/status) and bytes that are not Parquet: an Error line, never
+    # "internal error" (exit 70) or "exported 0 images".
+    import pyarrow as pa
+
+    out = tmp_path / "out"
+    out.mkdir()
+    if content == "foreign":
+        pq.write_table(pa.table({"a": [1, 2]}), out / "manifest.parquet")
+        why = "not a synthfer manifest (it has no key and status columns)"
+    else:
+        (out / "manifest.parquet").write_bytes(b"not parquet")
+        why = "not a synthfer manifest (Parquet magic bytes not found in footer."
+    report = cli("report", out)
+    assert report.exit_code == 1, report.output
+    assert report.stderr.startswith(f"Error: {out}/manifest.parquet: cannot read the manifest: {why}")
+    exported = cli("export", out, tmp_path / "dest", "--format", "imagefolder")
+    assert exported.exit_code == 2, exported.output
+    assert exported.stderr.startswith(f"Error: {out}: no readable manifest.parquet ({why}")
+    for result in (report, exported):
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "dest").exists()
+
+
 def test_empty_manifest_still_renders(tmp_path):
     out = _output(tmp_path, [])
     report = Path(write_report(out)).parent

@@ -57,18 +57,20 @@ def read_table(data: bytes, columns: list[str] | None = None, fill_missing: bool
     exit ("terminate called without an active exception") when torch is not loaded.
     fill_missing: columns an older format lacks (class, class_id, score_flags) come back null,
     for readers of older outputs (report)."""
-    file = pq.ParquetFile(pa.BufferReader(data))
-    expected = SCHEMA if columns is None else pa.schema([SCHEMA.field(c) for c in columns])
-    present = set(file.schema_arrow.names)
-    missing = [f for f in expected if f.name not in present] if fill_missing else []
-    table = file.read(columns=[n for n in expected.names if n in present or not fill_missing], use_threads=False)
-    for f in missing:
-        table = table.append_column(f, pa.nulls(table.num_rows, f.type))
-    if table.schema.remove_metadata().equals(expected):
-        return table
     try:
+        file = pq.ParquetFile(pa.BufferReader(data))
+        expected = SCHEMA if columns is None else pa.schema([SCHEMA.field(c) for c in columns])
+        present = set(file.schema_arrow.names)
+        missing = [f for f in expected if f.name not in present] if fill_missing else []
+        if any(f.name in ("key", "status") for f in missing):   # every format has them: another tool's table
+            raise ValueError("it has no key and status columns")
+        table = file.read(columns=[n for n in expected.names if n in present or not fill_missing], use_threads=False)
+        for f in missing:
+            table = table.append_column(f, pa.nulls(table.num_rows, f.type))
+        if table.schema.remove_metadata().equals(expected):
+            return table
         return table.select(expected.names).cast(expected)
-    except (KeyError, ValueError, TypeError, pa.ArrowException) as err:
+    except (KeyError, ValueError, TypeError, pa.ArrowException) as err:   # not Parquet, or other columns
         raise ValueError(f"not a synthfer manifest ({str(err).splitlines()[0] if str(err) else 'other columns'})") from None
 
 

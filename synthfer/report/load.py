@@ -81,7 +81,7 @@ def load_run(out_dir: str | Path | OutputFolder) -> Run:
         table = read_manifest(folder, layout.manifest, _COLUMNS + ["reject_reasons", "va_disagreement",
                                                                    "pred_valence_each", "pred_arousal_each"],
                               fill_missing=True)
-    except (OSError, pa.ArrowException) as err:
+    except (OSError, ValueError, pa.ArrowException) as err:
         raise OutputError(f"{folder.display(layout.manifest)}: cannot read the manifest: "
                           f"{str(err).splitlines()[0]}") from None
     recipe, notes = _read_recipe(folder, layout.run_json)
