@@ -82,6 +82,11 @@ class Committed:
             out.append(Job(shard, extra))
         return out
 
+    def holds(self, plan: Plan, shard: Shard) -> bool:
+        """The shard is committed with the composition planned for it now."""
+        marker = self.markers.get(shard.index)
+        return marker is not None and marker.get("composition") == plan.composition(shard)
+
     def update(self, committed: dict[int, dict]) -> None:
         self.markers.update(committed)
 
@@ -127,6 +132,7 @@ def run_rounds(plan: Plan, committed: Committed, selected: list[Shard], run, par
     ok = execute(jobs)
     wanted = quota.quotas(plan)
     if not ok or partial:
+        _replay(plan, committed, wanted, outcome)
         return outcome
     while wanted:
         tally = quota.tally(plan, ((t, s, st) for _, t, s, st in committed.rows(plan, plan.shards)))
@@ -152,6 +158,19 @@ def run_rounds(plan: Plan, committed: Committed, selected: list[Shard], run, par
         final = quota.tally(plan, ((t, s, st) for _, t, s, st in committed.rows(plan, plan.shards)))
         outcome.short = quota.deficits(wanted, final)
     return outcome
+
+
+def _replay(plan: Plan, committed: Committed, wanted: dict, outcome: Outcome) -> None:
+    """A run that builds no top-ups (--shards, or a base shard failed) still plans the rounds an
+    earlier run committed, as long as each is committed as planned now, so the manifest keeps
+    listing them; nothing is built or removed (the next full run settles the rest)."""
+    while wanted:
+        tally = quota.tally(plan, ((t, s, st) for _, t, s, st in committed.rows(plan, plan.shards)))
+        shards = quota.next_round(plan, wanted, tally, outcome.rounds + 1)
+        if not shards or not all(committed.holds(plan, shard) for shard in shards):
+            return
+        outcome.rounds += 1
+        plan.add_round(shards)
 
 
 def _describe_round(plan: Plan, wanted: dict, tally, shards: list[Shard]) -> str:

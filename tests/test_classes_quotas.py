@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -161,6 +162,20 @@ def test_a_quota_build_is_the_same_on_every_executor_and_after_kills(tmp_path, r
                  "--set", "execution.ray.workers=2")
     assert ray.returncode == 0, ray.stderr
     assert _data(tmp_path / "ray") == expected
+
+
+def test_a_shards_rerun_of_a_finished_quota_build_keeps_its_top_ups_in_the_manifest(cli, tmp_path, reference):
+    # --shards builds base shards only; the top-up rounds an earlier run committed are planned
+    # again from the committed rows (not built, not removed), so the manifest still lists them.
+    folder, expected, _ = reference
+    out = tmp_path / "out"
+    shutil.copytree(folder / "out", out)
+    result = cli("build", folder / "recipe.yaml", "--output", out, "--shards", "0-1")
+    assert result.exit_code == 0, result.output
+    assert _data(out) == expected
+    assert (out / "manifest.parquet").read_bytes() == (folder / "out" / "manifest.parquet").read_bytes()
+    verify = cli("verify", out)
+    assert verify.exit_code == 0 and verify.stdout.startswith("OK:"), verify.output
 
 
 def test_a_quota_out_of_reach_ends_with_exit_4_naming_the_short_classes(cli, write_recipe, tmp_path):
