@@ -178,6 +178,26 @@ def test_a_shards_rerun_of_a_finished_quota_build_keeps_its_top_ups_in_the_manif
     assert verify.exit_code == 0 and verify.stdout.startswith("OK:"), verify.output
 
 
+def test_the_report_counts_surplus_rows_as_planned(cli, tmp_path, reference):
+    # Surplus rows passed every filter but are over their quota: the report's acceptance tables
+    # count them (planned = every manifest row) and name them, instead of leaving them out.
+    import pandas as pd
+
+    folder, _, _ = reference
+    out = tmp_path / "out"
+    shutil.copytree(folder / "out", out)
+    result = cli("report", out)
+    assert result.exit_code == 0, result.output
+    rows = pq.read_table(out / "manifest.parquet").to_pylist()
+    status = Counter(r["status"] for r in rows)
+    assert status["surplus"] > 0
+    metrics = pd.read_csv(out / "report" / "metrics.csv")
+    overall = metrics[(metrics["subset"] == "measured") & (metrics["grouping"] == "class")]
+    assert overall["planned"].sum() == len(rows) and overall["surplus"].sum() == status["surplus"]
+    assert overall["accepted"].sum() == status["accepted"]
+    assert f"surplus {status['surplus']:,}" in (out / "report" / "metrics.md").read_text()
+
+
 def test_a_quota_out_of_reach_ends_with_exit_4_naming_the_short_classes(cli, write_recipe, tmp_path):
     recipe = write_recipe(QUOTA.replace("max_count: 200", "max_count: 14"))
     result = cli("build", recipe, "--log-format", "json")

@@ -18,7 +18,7 @@ from synthfer.errors import LockedError, OutputError
 from synthfer.io.folder import OutputFolder
 from synthfer.io.lock import output_lock
 from synthfer.report import html, plots, tables
-from synthfer.report.load import Run, load_run
+from synthfer.report.load import STATUSES, Run, load_run
 
 __all__ = ["write_report", "load_run", "Run", "REPORT_DIR"]
 
@@ -102,9 +102,10 @@ def _summary(run: Run) -> list[str]:
     counts = f["status"].value_counts()
     n = len(f)
     share = (lambda k: f" ({100 * counts.get(k, 0) / n:.1f}%)" if n else "")
-    return [f"{run.name} ({run.folder.location}): {n:,} rows; accepted {counts.get('accepted', 0):,}{share('accepted')}, "
-            f"rejected {counts.get('rejected', 0):,}{share('rejected')}, skipped {counts.get('skipped', 0):,}"
-            f"{share('skipped')}; VA measured for {int(f['measured'].sum()):,}."]
+    shown = [s for s in STATUSES if s != "surplus" or counts.get(s, 0)]   # surplus only in quota builds
+    return [f"{run.name} ({run.folder.location}): {n:,} rows; "
+            + ", ".join(f"{s} {counts.get(s, 0):,}{share(s)}" for s in shown)
+            + f"; VA measured for {int(f['measured'].sum()):,}."]
 
 
 def _csv(frame) -> bytes:

@@ -25,7 +25,8 @@ from synthfer.io.layout import Layout, layout_of
 from synthfer.io.manifest import read_manifest
 
 NEUTRAL, POINTS = "neutral", "points"
-STATUSES = ("accepted", "rejected", "skipped")
+# surplus: passed every filter but over its quota, so kept out of the training set
+STATUSES = ("accepted", "surplus", "rejected", "skipped")
 # The paper's failure region (bored .. serene), shown when the recipe set no bands of its own so
 # the protocol report still answers "is the known weak region still weak?".
 PAPER_BAND = (242.0, 329.0)

@@ -19,11 +19,12 @@ import numpy as np
 import pandas as pd
 
 from synthfer import circumplex
-from synthfer.report.load import NEUTRAL, POINTS, Run
+from synthfer.report.load import NEUTRAL, POINTS, STATUSES, Run
 
 DPI = 100
 MAX_POINTS = 20_000   # more dots than this only blacken the plot and cost time
-_ACCEPTED, _REJECTED, _SKIPPED, _BAND = "#2e7d32", "#c62828", "#9e9e9e", "#ffcc80"
+_ACCEPTED, _SURPLUS, _REJECTED, _SKIPPED, _BAND = "#2e7d32", "#81c784", "#c62828", "#9e9e9e", "#ffcc80"
+_STATUS_COLOURS = {"accepted": _ACCEPTED, "surplus": _SURPLUS, "rejected": _REJECTED, "skipped": _SKIPPED}
 _PNG_METADATA = {"Software": None}  # matplotlib writes its version otherwise
 
 
@@ -78,7 +79,7 @@ def circumplex_png(run: Run) -> bytes:
         dots = _subsample(m)
         if len(dots):
             ax.scatter(dots["pred_valence"], dots["pred_arousal"], s=3, lw=0, alpha=0.25,
-                       c=np.where(dots["status"] == "accepted", _ACCEPTED, _REJECTED), zorder=2, rasterized=True)
+                       c=dots["status"].map(_STATUS_COLOURS).fillna(_REJECTED).to_numpy(), zorder=2, rasterized=True)
         # One arrow per target: where it was asked for -> where the estimator put it on average.
         per_target = m.groupby("target", sort=True)[["target_valence", "target_arousal", "pred_valence",
                                                     "pred_arousal"]].mean()
@@ -146,10 +147,10 @@ def direction_error_png(run: Run, other: Run | None = None) -> bytes:
 
 
 def acceptance_png(run: Run, other: Run | None = None) -> bytes:
-    """Share of accepted / rejected / skipped rows per direction (another run's rate as ticks)."""
+    """Share of accepted / surplus / rejected / skipped rows per direction (another run's rate as ticks)."""
     def shares(r: Run) -> pd.DataFrame:
         t = pd.crosstab(r.frame["direction"], r.frame["status"])
-        t = t.reindex(columns=["accepted", "rejected", "skipped"], fill_value=0)
+        t = t.reindex(columns=list(STATUSES), fill_value=0)
         return t.div(t.sum(axis=1).where(lambda s: s > 0), axis=0).fillna(0.0)
 
     with matplotlib.style.context("default"):
@@ -158,7 +159,10 @@ def acceptance_png(run: Run, other: Run | None = None) -> bytes:
         t = shares(run)
         x = np.arange(len(t))
         bottom = np.zeros(len(t))
-        for status, colour in (("accepted", _ACCEPTED), ("rejected", _REJECTED), ("skipped", _SKIPPED)):
+        for status in STATUSES:
+            if status == "surplus" and not t[status].any():
+                continue   # only quota builds have surplus rows
+            colour = _STATUS_COLOURS[status]
             ax.bar(x, t[status].to_numpy(), 0.8, bottom=bottom, color=colour, label=status)
             bottom += t[status].to_numpy()
         if other is not None:

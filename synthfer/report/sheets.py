@@ -1,8 +1,9 @@
 """Contact sheets: a few identities x their targets, one sheet per intensity, for eyeballing.
 
-Each tile is framed green (accepted), red (rejected, reasons abbreviated under it) or grey
-(skipped). Rejected images exist only when the build kept them (output.keep_rejected, in
-shards/rejected-NNNNNN.tar); otherwise the tile says so. The first identities are taken because
+Each tile is framed green (accepted), light green (surplus: passed, over its quota), red
+(rejected, reasons abbreviated under it) or grey (skipped). Rejected images exist only when the
+build kept them (output.keep_rejected, in rejected/rejected-NNNNNN.tar); otherwise, as for
+surplus ones, the tile says so. The first identities are taken because
 they share the first shard, so only one or two tars are opened.
 """
 
@@ -22,7 +23,8 @@ from synthfer.report.load import NEUTRAL, POINTS, Run
 IDENTITIES = 5
 TILE = 80                  # thumbnail side in pixels (smaller images are not enlarged)
 _FRAME, _CAPTION = 3, 13
-_COLOURS = {"accepted": (46, 125, 50), "rejected": (198, 40, 40), "skipped": (158, 158, 158)}
+_COLOURS = {"accepted": (46, 125, 50), "surplus": (129, 199, 132), "rejected": (198, 40, 40),
+            "skipped": (158, 158, 158)}
 _IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 
 

@@ -205,7 +205,7 @@ def sections(frame: pd.DataFrame, reason_names: list[str], bands=()) -> list[Sec
         part = frame[(frame["grouping"] == grouping) & (frame["subset"] == SUBSETS[0])]
         if part.empty:
             continue
-        header = _label_header(grouping) + ["planned", "accepted", "rejected", "skipped", "acceptance", "reasons"]
+        header = _label_header(grouping) + ["planned", *STATUSES, "acceptance", "reasons"]
         rows = [_label_cells(r) + [str(int(r[c])) for c in ("planned",) + STATUSES] + [_pct(r["acceptance_rate"])]
                 + [_reasons(r, reason_names)] for _, r in part.iterrows()]
         out.append(Section(f"{_TITLES[grouping]}: acceptance", header, rows,
