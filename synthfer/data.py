@@ -67,7 +67,11 @@ def dataset(out, split: str = "train", label: str = "va", image_size: int | None
 
     if label not in LABELS:
         raise UsageError(f"label: must be va, class or both, got {label!r}")
-    urls = shard_urls(out, split, storage_options)
+    folder = out if isinstance(out, OutputFolder) else open_folder(out, storage_options)
+    urls = shard_urls(folder, split)
+    if label != "va" and not folder.exists(layout_of(folder).classes):   # class_id would be -1 everywhere
+        raise UsageError(f"label: {label!r} needs classes, and {folder.location} was built without "
+                         f"targets.classes (it has no classes.json); use label='va'")
     # Split before shuffling: with seed None each worker process draws its own order, so a
     # shuffle ahead of the split would hand workers overlapping shards.
     stages = [wds.SimpleShardList(urls), wds.split_by_worker]

@@ -138,6 +138,30 @@ def test_synthfer_data_reads_every_split_with_more_workers_than_shards(tiny):
         sd.dataset(tiny, split="dev")
 
 
+def test_class_labels_from_an_output_without_classes_are_refused(tmp_path):
+    # Without targets.classes every class_id is -1: a loss would fail far from the cause.
+    import synthfer.data as sd
+    from synthfer.errors import UsageError
+
+    folder = tmp_path / "a"
+    folder.mkdir()
+    (folder / "recipe.yaml").write_text(TINY.replace("FORMAT", "png").replace(
+        "targets: {classes: [neutral, happy, sad, anger], intensities: [1.0]}",
+        "targets: {emotions: [happy, sad], intensities: [1.0], neutral: true}"))
+    from synthfer.build import build
+    from synthfer.recipe import load_recipe
+
+    build(load_recipe(folder / "recipe.yaml"))
+    out = folder / "out"
+    assert not (out / "classes.json").exists()
+    assert len(list(sd.dataset(out, label="va", shuffle=False))) == _accepted(out)["train"]
+    for label in ("class", "both"):
+        with pytest.raises(UsageError) as err:
+            sd.dataset(out, label=label)
+        assert str(err.value) == (f"label: {label!r} needs classes, and {out} was built without targets.classes "
+                                  f"(it has no classes.json); use label='va'")
+
+
 @pytest.mark.parametrize("seed", [None, 0])
 def test_several_workers_read_every_sample_once(tiny, seed):
     # seed None (the README's example) shuffles differently in each worker process: the shards
