@@ -34,6 +34,9 @@ def _error_lines(result):
     ("- a\n- b\n", "recipe.yaml:1: a recipe must be a mapping of fields, got a list"),
     ("output:\n  splits: {train: 0.5, val: 0.1, test: 0.1}\n",
      "recipe.yaml:2: output.splits: train + val + test must be 1, got 0.7"),
+    ("output:\n  splits: {train: 1.0}\n",
+     "recipe.yaml:2: output.splits: train + val + test must be 1, got 1.2 (val 0.1 and test 0.1 are defaults: "
+     "name every split, e.g. {train: 0.9, val: 0.1, test: 0})"),
     ("identities: {count: 3}\nseed: 1\nidentities: {count: 4}\n",
      "recipe.yaml:3: identities: duplicate key (YAML keeps only the last one)"),
     ("execution:\n  device: gpu\n",

@@ -195,7 +195,11 @@ class Splits(_Strict):
     def _sum_to_one(self):
         total = self.train + self.val + self.test
         if abs(total - 1.0) > 1e-6:
-            raise ValueError(f"train + val + test must be 1, got {total:g}")
+            unset = [f"{name} {getattr(self, name):g}" for name in ("train", "val", "test")
+                     if name not in self.model_fields_set]
+            hint = (f" ({' and '.join(unset)} {'is the default' if len(unset) == 1 else 'are defaults'}: "
+                    f"name every split, e.g. {{train: 0.9, val: 0.1, test: 0}})") if unset else ""
+            raise ValueError(f"train + val + test must be 1, got {total:g}{hint}")
         return self
 
 
