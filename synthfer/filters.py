@@ -13,7 +13,6 @@ Neutral samples are judged on quality only: they have no direction to miss.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections import Counter
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -287,7 +286,6 @@ class Decider:
     def __init__(self, filters: Filters):
         self.filters = filters
         self.rules = [rule for cls in RULES if (rule := cls.build(filters)) is not None]
-        self.counts: Counter = Counter()   # reason -> samples rejected or skipped for it
 
     def band_of(self, target) -> Band | None:
         """The most severe failure band containing the target's direction (None for neutral)."""
@@ -300,7 +298,6 @@ class Decider:
         """A verdict that needs no image (skip bands), else None: generate it."""
         band = self.band_of(target)
         if band is not None and band.action == "skip":
-            self.counts[FailureBand.reason] += 1
             return Verdict(SKIPPED, (FailureBand.reason,))
         return None
 
@@ -311,7 +308,6 @@ class Decider:
             limits = band.va_limits()  # the band's own (usually stricter) limits replace the global ones
         subject = Subject(target, band, limits, finite_image)
         found = tuple(reason for rule in self.rules if (reason := rule.check(subject, scores)) is not None)
-        self.counts.update(found)
         return Verdict(REJECTED, found) if found else Verdict(ACCEPTED)
 
 

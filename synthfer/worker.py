@@ -27,7 +27,7 @@ from synthfer.models.stylegan2 import to_uint8
 from synthfer.plan import Plan, Sample, Shard
 from synthfer.recipe import LoadedRecipe, Recipe
 from synthfer.recipe.schema import va_specs
-from synthfer.stages import identities
+from synthfer.stages import edit, identities
 from synthfer.stages.assess import Assessor, scores_of
 
 SURPLUS = "surplus"
@@ -244,14 +244,11 @@ class Worker:
                 self.before_batch()
             span = range(b * bs, min((b + 1) * bs, len(items)))
             ws = ws_id[torch.tensor([row_of[items[p][0]] for p in span], dtype=torch.long, device=device)]
-            edit = torch.tensor([items[p][1] is not None for p in span], device=device)
-            if edit.any():
-                va = torch.tensor([[items[p][1].real, items[p][1].imag] for p in span if items[p][1] is not None],
-                                  dtype=torch.float32, device=device)
-                ws = ws.clone()
-                ws[edit] = e.edit(ws[edit], va)
-            img = g.synthesis(ws).float()
-            assert img.shape[1:] == (3, g.resolution, g.resolution), img.shape
+            requests = [items[p][1] for p in span]
+            va = torch.tensor([[r.real, r.imag] for r in requests if r is not None], dtype=torch.float32,
+                              device=device).reshape(-1, 2)
+            edited = torch.tensor([r is not None for r in requests], device=device)
+            img = edit.render_batch(g, e, ws, va, edited)
             finite = _finite_rows(img)
             pixels = to_uint8(img if finite.all() else torch.nan_to_num(img))   # a NaN-free batch needs no copy
             for j, p in enumerate(span):

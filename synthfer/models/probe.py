@@ -47,10 +47,9 @@ def _render(loaded, models) -> torch.Tensor:
         ws = identities.identity_ws(g, [plan.seed_of(0)], recipe.identities.truncation_psi,
                                     recipe.identities.truncation_cutoff, device, 1)
         ws = ws.repeat(len(targets) + 1, 1, 1)
-        va = torch.tensor([[0.0, 0.0]] + [[t.valence, t.arousal] for t in targets], dtype=torch.float32,
-                          device=device)
-        neutral = torch.tensor([True] + [False] * len(targets), device=device)
-        img = edit.render(g, edit.sample_ws(e, ws, va, neutral, len(targets) + 1), len(targets) + 1).float()
+        va = torch.tensor([[t.valence, t.arousal] for t in targets], dtype=torch.float32, device=device)
+        edited = torch.tensor([False] + [True] * len(targets), device=device)   # row 0: the neutral image
+        img = edit.render_batch(g, e, ws, va, edited)
         if not torch.isfinite(img).all():
             raise ModelFileError("models.generator/editor: the probe batch has NaN or infinite pixels; "
                                  "the weights or execution.dtype are broken")
