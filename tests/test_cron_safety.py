@@ -311,3 +311,32 @@ def test_a_fifo_is_refused_and_dash_reads_standard_input(cli, write_recipe, tmp_
 def test_help_lists_the_exit_codes(cli):
     text = " ".join(cli("--help").stdout.split())
     assert "70 internal error (please report), 75 output locked by another build, 130 / 143 interrupted" in text
+
+
+def test_a_build_stops_before_committing_once_its_lease_is_expired_gone_or_taken(tmp_path):
+    # Every commit checks the lease first: a build whose lease was not renewed in time (store
+    # unreachable), was removed by a build that took it over and finished, or was taken over,
+    # must not publish another shard.
+    import time
+
+    from synthfer.errors import LockedError
+    from synthfer.io.layout import CURRENT
+    from synthfer.io.local_folder import LocalFolder
+    from synthfer.io.lock import Lease, check_lease
+
+    folder = LocalFolder(tmp_path / "out")
+    folder.ensure()
+    with Lease(folder, CURRENT) as lease:
+        check_lease(folder, CURRENT)   # fresh: fine
+        rel = CURRENT.lease(lease.generation)
+        record = json.loads(folder.read_bytes(rel))
+        folder.write(rel, json.dumps(dict(record, expires=time.time() - 1)).encode())
+        with pytest.raises(LockedError, match=r"this build's lease expired \(not renewed within 120 s\); this "
+                                              r"build stops so that no two builds write at once; run it again"):
+            check_lease(folder, CURRENT)
+        folder.remove(rel)
+        with pytest.raises(LockedError, match="this build's lease is gone"):
+            check_lease(folder, CURRENT)
+        folder.write(CURRENT.lease(lease.generation + 1), json.dumps(dict(record, expires=time.time() + 99)).encode())
+        with pytest.raises(LockedError, match="another build took over the lease; this build stops"):
+            check_lease(folder, CURRENT)

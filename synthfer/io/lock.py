@@ -9,7 +9,8 @@
   If-None-Match, GCS ifGenerationMatch=0, O_EXCL/link locally). The holder renews its object's
   expiry every RENEW_S seconds; a lease that expired, or whose holder is a dead process on this
   very host, is taken over by creating the next number, which only one contender can do. A
-  holder that sees a newer number has lost the lease and stops before its next commit.
+  holder stops before its next commit when it sees a newer number, or its own lease expired
+  (not renewed in time) or gone.
 
 Both give the folder a fresh `token`: the build's temporaries carry it, so anything tagged with
 another token is a dead build's leftover, whatever its pid now belongs to.
@@ -113,9 +114,6 @@ class FlockLock:
         self._fd = fd
         return self
 
-    def check(self) -> None:
-        """The kernel lock cannot be taken away while held."""
-
     def __exit__(self, *exc) -> None:
         if self._fd is not None:
             try:
@@ -210,10 +208,6 @@ class Lease:
                     self.lost = True  # could not renew in time: someone may have taken it over
                     return
 
-    def check(self) -> None:
-        if self.lost:
-            raise LockedError(f"{self.folder.location}: this build lost its lease to another build; stopping")
-
     def __exit__(self, *exc) -> None:
         self._stop.set()
         if self._thread is not None:
@@ -228,7 +222,9 @@ class Lease:
 
 
 def check_lease(folder: OutputFolder, layout: Layout) -> None:
-    """In a worker: stop before committing when the driver's lease was taken over."""
+    """Before each commit (in the driver or a worker): stop when the build's lease was taken over,
+    or has expired (not renewed for TTL_S, e.g. the store was unreachable) or is gone, since from
+    then on another build may take it at any moment. One listing and one read per commit."""
     generation = getattr(folder, "lease_generation", None)
     if generation is None:
         return
@@ -236,6 +232,15 @@ def check_lease(folder: OutputFolder, layout: Layout) -> None:
     newest = max((g for g in gens if g is not None), default=None)
     if newest is not None and newest > generation:
         raise LockedError(f"{folder.location}: another build took over the lease; this build stops")
+    try:
+        info = json.loads(folder.read_bytes(layout.lease(generation)))
+        expires = float(info["expires"])
+    except (OSError, ValueError, KeyError, TypeError):
+        expires = None
+    if expires is None or time.time() > expires:
+        raise LockedError(f"{folder.location}: this build's lease {'expired' if expires is not None else 'is gone'} (not "
+                          f"renewed within {Lease.TTL_S:.0f} s); this build stops so that no two builds write "
+                          f"at once; run it again")
 
 
 def _alive(info: dict) -> bool:
