@@ -162,3 +162,41 @@ def test_synthfer_data_reads_an_s3_output(cli, s3_endpoint, reference):
         wanted = sum(r["status"] == "accepted" and r["split"] == split for r in rows)
         loader = torch.utils.data.DataLoader(sd.dataset(url, split=split, seed=0), batch_size=4, num_workers=2)
         assert sum(images.shape[0] for images, _ in loader) == wanted
+
+
+def test_storage_errors_are_classified_by_status_not_by_their_text():
+    # An object name like shard-000404 in a 503's message must not read as "not found" (a
+    # remove would then pass silently) nor a lease number 412 as "taken".
+    import errno
+
+    from synthfer.io.object_folder import _call
+
+    class ClientError(Exception):           # botocore's shape
+        def __init__(self, status, code, message):
+            super().__init__(message)
+            self.response = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
+
+    class HttpError(Exception):             # gcsfs's / aiohttp's shape
+        def __init__(self, code, message):
+            super().__init__(message)
+            self.code = code
+
+    def raising(err):
+        def fn():
+            raise err
+        return fn
+
+    cases = [(ClientError(412, "PreconditionFailed", "At least one of the pre-conditions failed"), FileExistsError),
+             (ClientError(404, "NoSuchKey", "The specified key does not exist."), FileNotFoundError),
+             (ClientError(503, "SlowDown", "shard-000404.done.json: please slow down"), None),
+             (HttpError(412, "conditionNotMet"), FileExistsError),
+             (HttpError(404, "No such object"), FileNotFoundError),
+             (HttpError(503, "backend error for .lease-000412.json"), None),
+             (RuntimeError("Not Found in 404 places"), None)]
+    for err, kind in cases:
+        with pytest.raises(OSError) as got:
+            _call(raising(err))
+        if kind is None:
+            assert type(got.value) is OSError and got.value.errno == errno.EIO, err
+        else:
+            assert isinstance(got.value, kind), err

@@ -97,15 +97,32 @@ class ObjectFolder(OutputFolder):
 
 def _call(fn, *args, **kwargs):
     """Run an fsspec call; anything that is not already an OSError (botocore's ClientError,
-    connection errors, aiohttp's) becomes one, so callers handle storage failures in one way."""
+    connection errors, aiohttp's) becomes one, so callers handle storage failures in one way.
+    "Exists" and "not found" are told by the error's status or code, never by its text, which
+    may hold an object name such as shard-000404."""
     try:
         return fn(*args, **kwargs)
     except OSError:
         raise
     except Exception as err:  # noqa: BLE001 - backends raise their own types
         text = " ".join(str(err).split()) or type(err).__name__
-        if "PreconditionFailed" in text or "412" in text:
+        status, code = _status(err)
+        if status == 412 or code == "PreconditionFailed":
             raise FileExistsError(errno.EEXIST, text) from None
-        if "NoSuchKey" in text or "Not Found" in text or "404" in text:
+        if status == 404 or code in ("NoSuchKey", "NotFound", "404"):
             raise FileNotFoundError(errno.ENOENT, text) from None
         raise OSError(errno.EIO, text) from None
+
+
+def _status(err) -> tuple[int | None, str]:
+    """(HTTP status, error code) of a backend's exception: botocore's `response` dict, or the
+    `status` / `code` attribute of aiohttp's and gcsfs's errors."""
+    response = getattr(err, "response", None)
+    if isinstance(response, dict):
+        status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+        return (status if isinstance(status, int) else None), str((response.get("Error") or {}).get("Code") or "")
+    for name in ("status", "code", "status_code"):
+        value = getattr(err, name, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value, ""
+    return None, ""
