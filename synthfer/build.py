@@ -18,7 +18,7 @@ from typing import Literal, Protocol
 import pyarrow.compute as pc
 
 from synthfer import batching, runtime, signals, summary
-from synthfer.errors import ModelFileError, OutputError, QuotaNotMetError, ShardsFailedError, UsageError
+from synthfer.errors import ModelFileError, OutputError, QuotaNotMetError, ShardsFailedError, UsageError, first_line
 from synthfer.calibrate import calibrate
 from synthfer.calibrate import given as given_calibration
 from synthfer.executors import core, distributed, make_backend
@@ -207,7 +207,7 @@ def _storage(folder, doing: str, after: str = ""):
     try:
         yield
     except OSError as err:
-        raise OutputError(f"{folder.location}: {doing}: {err.strerror or err}{after}") from None
+        raise OutputError(f"{folder.location}: {doing}: {err.strerror or first_line(err)}{after}") from None
 
 
 def _read_state(store: ShardStore):

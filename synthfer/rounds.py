@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from synthfer import quota
 from synthfer.errors import first_line
 from synthfer.filters import decisions_digest, surplus_digest
-from synthfer.io.manifest import read_table
+from synthfer.io.manifest import read_part
 from synthfer.io.shards import ShardStore, shard_name
 from synthfer.plan import Plan, Shard
 from synthfer.worker import Job
@@ -99,7 +99,7 @@ class Committed:
         """(key, target, split, status) of every committed row of `shards`, in plan order."""
         for shard in shards:
             if shard.index in self.markers:
-                table = read_table(self.store.folder.read_bytes(self.store.layout.part(shard.index)))
+                table = read_part(self.store.folder, self.store.layout.part(shard.index))
                 yield from zip(*(table.column(c).to_pylist() for c in _COLUMNS))
 
 

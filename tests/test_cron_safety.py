@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from synthfer.io.verify import verify
-from tests.conftest import PARTS, REPO, SMALL, error_lines
+from tests.conftest import PARTS, REPO, SMALL, dataset_files, error_lines
 
 
 def _one_error(result, code):
@@ -340,3 +340,21 @@ def test_a_build_stops_before_committing_once_its_lease_is_expired_gone_or_taken
         folder.write(CURRENT.lease(lease.generation + 1), json.dumps(dict(record, expires=time.time() + 99)).encode())
         with pytest.raises(LockedError, match="another build took over the lease; this build stops"):
             check_lease(folder, CURRENT)
+
+
+def test_a_same_size_damaged_part_under_trust_markers_is_one_line_and_a_full_check_repairs_it(cli, built):
+    # --trust-markers compares sizes only, so a part damaged in place reaches the manifest merge:
+    # one line naming it and the way out (exit 1), never "internal error"; the sha256 check of a
+    # plain rerun rebuilds the shard.
+    recipe, out = built
+    clean = dataset_files(out)
+    part = sorted((out / "_synthfer" / "parts").glob("*.parquet"))[0]
+    data = bytearray(part.read_bytes())
+    data[-12:-8] = b"\xff\xff\xff\xff"   # the footer length: no longer Parquet, same size
+    part.write_bytes(bytes(data))
+    line = _one_error(cli("build", recipe, "-q", "--trust-markers"), 1)
+    rel = part.relative_to(out).as_posix()
+    assert line.startswith(f"Error: {out}: ") and f"{rel}: damaged (not a synthfer manifest (" in line
+    assert "; run the build again without --trust-markers, which checks sha256 and rebuilds it" in line
+    assert cli("build", recipe, "-q").exit_code == 0
+    assert dataset_files(out) == clean

@@ -4,12 +4,14 @@ io/records.Row, the only place a column is named; rows that do not match it exac
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from synthfer.errors import first_line
 from synthfer.io.folder import OutputFolder
 from synthfer.io.records import Row, arrow_schema
 
@@ -70,7 +72,8 @@ def read_table(data: bytes, columns: list[str] | None = None, fill_missing: bool
         if table.schema.remove_metadata().equals(expected):
             return table
         return table.select(expected.names).cast(expected)
-    except (KeyError, ValueError, TypeError, pa.ArrowException) as err:   # not Parquet, or other columns
+    except (KeyError, ValueError, TypeError, OSError, pa.ArrowException) as err:   # not Parquet (bytes, so an
+        # OSError is pyarrow failing to parse them), or other columns
         raise ValueError(f"not a synthfer manifest ({str(err).splitlines()[0] if str(err) else 'other columns'})") from None
 
 
@@ -78,10 +81,20 @@ def read_table(data: bytes, columns: list[str] | None = None, fill_missing: bool
 PARTS_KEY = b"synthfer.parts"
 
 
+def read_part(folder: OutputFolder, rel: str) -> pa.Table:
+    """A committed shard's manifest part. One that does not read as a part (a build that checked
+    only sizes, --trust-markers, can meet one) is an OSError naming it, as a storage failure is."""
+    try:
+        return read_table(folder.read_bytes(rel))
+    except ValueError as err:
+        raise OSError(errno.EIO, f"{rel}: damaged ({first_line(err)}); run the build again without "
+                                 f"--trust-markers, which checks sha256 and rebuilds it") from None
+
+
 def merge_parts(folder: OutputFolder, parts: list[tuple[str, str]], final: str) -> pa.Table:
     """The manifest from committed parts ((name, sha256) in shard order), written whole, with the
     list of parts in its metadata so `verify` can tell what it was made from. Returns the rows."""
-    tables = [read_table(folder.read_bytes(rel)) for rel, _ in parts]
+    tables = [read_part(folder, rel) for rel, _ in parts]
     table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
     record = json.dumps([[rel, sha] for rel, sha in parts], separators=(",", ":")).encode()
     folder.write(final, table_bytes(table.replace_schema_metadata({PARTS_KEY: record})))

@@ -126,7 +126,10 @@ class ShardStore:
         if (marker.get("fingerprint"), marker.get("composition")) != (fingerprint, composition) or \
                 self.problem(index, marker, hashes=False) is not None:
             return None
-        rows = {r["key"]: r for r in read_table(self.folder.read_bytes(self.layout.part(index))).to_pylist()}
+        try:
+            rows = {r["key"]: r for r in read_table(self.folder.read_bytes(self.layout.part(index))).to_pylist()}
+        except ValueError:
+            return None   # a damaged part (only sizes were checked): render the shard again
         images = {}
         for rel in marker["files"]:
             if rel.endswith(".tar"):
