@@ -127,6 +127,7 @@ class Plan:
         n_shards = -(-count // per_shard)
         fractions = recipe.output.splits.model_dump()
         _check_splits(recipe, fractions, count, per_shard, n_shards, len(self.targets))
+        _check_quota_reachable(recipe, self.targets)
         splits = split_sequence(fractions, n_shards)
         self.shards = [
             Shard(s, tuple(range(s * per_shard, min(count, (s + 1) * per_shard))), splits[s])
@@ -207,6 +208,27 @@ def _check_splits(recipe: Recipe, fractions: dict, count: int, per_shard: int, n
     raise UsageError(f"output.splits: {', '.join(wanted)} need a shard each, but {count} identities make "
                      f"{n_shards} shard{'s' if n_shards != 1 else ''} of up to {per_shard} identities "
                      f"(output.samples_per_shard {recipe.output.samples_per_shard} / {n_targets} targets); {fix}")
+
+
+def _check_quota_reachable(recipe: Recipe, targets: list[Target]) -> None:
+    """A quota unit whose every target lies in a skip band is never rendered, so no number of
+    top-up identities can fill it: say so before any image is made."""
+    if recipe.targets.quota is None:
+        return
+    skips = [b for b in recipe.filters.failure_bands if b.action == "skip"]
+    by_unit: dict[str, list[Target]] = {}
+    for t in targets:
+        unit = t.class_name if recipe.targets.classes is not None else t.key
+        if unit:
+            by_unit.setdefault(unit, []).append(t)
+    for unit, members in by_unit.items():
+        bands = [next((b for b in skips if t.angle_deg is not None
+                       and circumplex.in_band(t.angle_deg, b.from_deg, b.to_deg)), None) for t in members]
+        if all(b is not None for b in bands):
+            band, what = bands[0], "class" if recipe.targets.classes is not None else "target"
+            raise UsageError(f"targets.quota: {what} {unit!r} can never be met: every target of it lies in a skip "
+                             f"band of filters.failure_bands ({band.from_deg:g}-{band.to_deg:g} deg); drop the "
+                             f"{what}, or give the band action reject or verify")
 
 
 # Rough bytes per pixel of an encoded RGB image, for the size estimate only (faces; the builtin

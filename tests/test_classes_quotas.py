@@ -18,7 +18,7 @@ import pytest
 from synthfer import classes
 from synthfer.plan import Plan
 from synthfer.recipe import Recipe
-from tests.conftest import REPO, dataset_files
+from tests.conftest import REPO, dataset_files, error_lines
 
 # 3 classes x 1 intensity (+ neutral): 3 targets; quota 10 = 8 train, 1 val, 1 test.
 QUOTA = """\
@@ -250,6 +250,19 @@ def test_warnings_name_what_failed_and_strict_makes_them_an_exit_code(cli, write
     assert "Warning: filter low_quality rejected every rendered sample (36 of 36)" in lines
     assert lines[-1] == "Error: --strict: the build finished with 5 warnings"
     assert cli("build", recipe, "-q").exit_code == 0   # the same output, thresholds that accept some
+
+
+def test_a_quota_class_wholly_in_a_skip_band_is_refused_before_rendering(cli, write_recipe):
+    # sad (203 deg) is never rendered under this band, so top-up rounds could never fill it.
+    recipe = write_recipe(QUOTA.replace("filters: {", "filters: {failure_bands: [{from_deg: 190, to_deg: 220, "
+                                                     "action: skip}], "))
+    for command in ("validate", "build"):
+        result = cli(command, recipe)
+        assert result.exit_code == 2, result.output
+        assert error_lines(result.stderr) == [
+            "Error: targets.quota: class 'sad' can never be met: every target of it lies in a skip band of "
+            "filters.failure_bands (190-220 deg); drop the class, or give the band action reject or verify"]
+    assert not (recipe.parent / "out").exists()
 
 
 def test_validate_warns_about_thresholds_that_cannot_be_meant(cli, write_recipe, reference):
