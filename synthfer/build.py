@@ -137,7 +137,7 @@ def build(loaded: LoadedRecipe, shards: str | None = None, reporter: Reporter | 
                 _clear(ShardStore(folder, layout))
                 folder.remove_temporaries(layout.data_dirs)
                 layout = CURRENT
-            _reconcile(store, inputs, fingerprint, mode, reporter)
+            _reconcile(store, inputs, fingerprint, shard_fingerprint, mode, reporter)
             folder.remove_temporaries(layout.data_dirs)
             for rel in store.garbage():
                 folder.remove(rel)
@@ -224,7 +224,8 @@ def _read_state(store: ShardStore):
     return state if isinstance(state, dict) and isinstance(state.get("inputs"), dict) else "damaged"
 
 
-def _reconcile(store: ShardStore, inputs: dict, fingerprint: str, mode: Mode, reporter) -> None:
+def _reconcile(store: ShardStore, inputs: dict, fingerprint: str, shard_fingerprint: str, mode: Mode,
+               reporter) -> None:
     """Decide what the existing output may be reused for; refuse with the differences listed."""
     folder, layout = store.folder, store.layout
     state = _read_state(store)
@@ -246,8 +247,12 @@ def _reconcile(store: ShardStore, inputs: dict, fingerprint: str, mode: Mode, re
     changes = diff_inputs(state.get("inputs", {}), inputs)
     decided = [c for c in changes if c.startswith(DECISION_KEYS)]
     if changes and len(decided) == len(changes):
-        reporter.note(f"only what decides samples changed ({'; '.join(decided)}): committed shards are re-decided "
-                      f"from their stored scores; images are rendered only where one is newly needed")
+        if state.get("shard_fingerprint") not in (None, shard_fingerprint):   # skip bands decide what is rendered
+            reporter.note(f"the filters changed which samples are rendered ({'; '.join(decided)}): committed shards "
+                          f"are rebuilt")
+        else:
+            reporter.note(f"only what decides samples changed ({'; '.join(decided)}): committed shards are "
+                          f"re-decided from their stored scores; images are rendered only where one is newly needed")
         return
     changes = [c for c in changes if c not in decided]
     count_only = bool(changes) and all(c.startswith("recipe.identities.count:") for c in changes)

@@ -358,3 +358,19 @@ def test_a_same_size_damaged_part_under_trust_markers_is_one_line_and_a_full_che
     assert "; run the build again without --trust-markers, which checks sha256 and rebuilds it" in line
     assert cli("build", recipe, "-q").exit_code == 0
     assert dataset_files(out) == clean
+
+
+def test_a_filter_change_says_whether_shards_are_re_decided_or_rebuilt(cli, built):
+    # A threshold re-decides stored scores; a skip band changes which samples are rendered at all
+    # (it is in the shard fingerprint), so every shard is rebuilt and the note must say so.
+    recipe, out = built
+    kept = cli("build", recipe, "--set", "output.keep_rejected=true")
+    assert kept.exit_code == 0, kept.output
+    assert "only what decides samples changed (recipe.output.keep_rejected: " in " ".join(kept.stderr.split())
+    assert "committed shards are re-decided from their stored scores" in " ".join(kept.stderr.split())
+    band = cli("build", recipe, "--set", "output.keep_rejected=true",
+               "--set", "filters.failure_bands=[{from_deg: 190, to_deg: 220, action: skip}]")
+    assert band.exit_code == 0, band.output
+    text = " ".join(band.stderr.split())
+    assert "the filters changed which samples are rendered (recipe.filters.failure_bands" in text
+    assert "committed shards are rebuilt" in text and "re-decided" not in text
