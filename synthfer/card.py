@@ -17,6 +17,7 @@ import yaml
 
 import synthfer
 from synthfer.io.layout import Layout
+from synthfer.io.writer import LABEL_FIELDS
 from synthfer.plan import SPLITS
 
 HF_SPLITS = {"train": "train", "val": "validation", "test": "test"}
@@ -95,11 +96,7 @@ def _body(loaded, result, model_info: dict, notes: list[dict], lic: dict) -> str
         lines.append(f"| {role} | {kinds.get(role, '')} | {info.get('file') or 'builtin'} | "
                      f"{info.get('weights_sha256') or info.get('file_sha256')} |")
     f = recipe.filters
-    rules = [f"{name} {value}" for name, value in (("min_quality", f.min_quality),
-                                                    ("min_identity_similarity", f.min_identity_similarity),
-                                                    ("max_direction_error_deg", f.max_direction_error_deg),
-                                                    ("max_distance", f.max_distance),
-                                                    ("max_magnitude_error", f.max_magnitude_error)) if value is not None]
+    rules = [f"{name} {value}" for name, value in f.model_dump(exclude={"failure_bands"}).items() if value is not None]
     rules += [f"band {b.label} {b.action}" for b in f.failure_bands]
     lines += ["", f"Seed {recipe.seed}, truncation psi {recipe.identities.truncation_psi}, intensities "
               f"{recipe.targets.intensities}; filters: {', '.join(rules) or 'none'}"
@@ -119,11 +116,10 @@ def _body(loaded, result, model_info: dict, notes: list[dict], lic: dict) -> str
                      + f" | {passed}/{planned} |")
     lines += ["", "## Use", "", "```python", "from datasets import load_dataset",
               "ds = load_dataset(\"path/to/this/folder\")   # train / validation / test", "",
-              "import synthfer.data   # pip install synthfer", f"train = synthfer.data.dataset(\"path/to/this/folder\", "
+              "import synthfer.data   # synthfer installed with its data extra (webdataset)", f"train = synthfer.data.dataset(\"path/to/this/folder\", "
               f"split=\"train\", label=\"{'class' if unit == 'class' else 'va'}\")", "```", "",
-              "Each sample is `KEY.<image>` plus `KEY.json` (key, identity, split, target, class, class_id, "
-              "target_valence, target_arousal, target_intensity, target_angle_deg, quality, identity_similarity, "
-              "pred_valence, pred_arousal; no nulls: -1 or -2 stand for values that do not exist).", ""]
+              f"Each sample is `KEY.<image>` plus `KEY.json` ({', '.join(LABEL_FIELDS)}; no nulls: -1 or -2 "
+              f"stand for values that do not exist).", ""]
     lines += ["## Known limitations", "",
               f"- {cites['failure_region']} Samples there are verified or rejected only as far as the recipe's "
               f"filters say; the labels are the requested valence/arousal, not human ratings.",

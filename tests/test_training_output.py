@@ -315,6 +315,19 @@ def test_the_card_licence_follows_the_weights(tiny, tmp_path):
     assert unknown["id"] == "other" and unknown["commercial_use"] is None
 
 
+def test_the_card_lists_every_label_field_and_every_filter(tiny):
+    # The card's field list is KEY.json's, and its filter line names every filter the recipe set.
+    from synthfer.io.writer import LABEL_FIELDS
+
+    with tarfile.open(sorted((tiny / "data").glob("train-*.tar"))[0]) as tar:
+        label = json.loads(next(tar.extractfile(m).read() for m in tar if m.name.endswith(".json")))
+    assert sorted(label) == sorted(LABEL_FIELDS)
+    text = (tiny / "README.md").read_text()
+    assert f"`KEY.json` ({', '.join(LABEL_FIELDS)}; no nulls" in " ".join(text.split())
+    assert "filters: max_direction_error_deg 60.0, min_quality 20.0" in " ".join(text.split())
+    assert "pip install synthfer" not in text
+
+
 def test_a_card_of_real_weights_is_non_commercial(cli, tmp_path):
     from tests import checkpoint_files as cf
     cf.write_rosinality_pt(tmp_path / "g.pt", cf.random_generator())

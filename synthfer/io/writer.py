@@ -111,6 +111,12 @@ LABEL_SENTINELS = {"target_angle_deg": -1.0, "quality": -1.0, "identity_similari
                    "pred_valence": -2.0, "pred_arousal": -2.0}
 
 
+# KEY.json's fields, in the order the card lists them (the file itself is written with sorted keys).
+LABEL_FIELDS = ("key", "identity", "identity_seed", "split", "status", "target", "class", "class_id",
+                "target_valence", "target_arousal", "target_intensity", "target_angle_deg", "quality",
+                "identity_similarity", "pred_valence", "pred_arousal")
+
+
 def _label(sample, row: Row) -> bytes:
     """KEY.json: what a training job needs next to the image, named as the manifest's columns."""
     t = sample.target

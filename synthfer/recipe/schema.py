@@ -208,7 +208,7 @@ class Output(_Strict):
     samples_per_shard: int = Field(1000, gt=0)       # shards hold whole identities, so about this many
     image: ImageSpec = ImageSpec()
     splits: Splits = Splits()
-    keep_rejected: bool = False                      # rejected images go to shards/rejected-*.tar
+    keep_rejected: bool = False                      # rejected images go to rejected/rejected-*.tar
     lock: Literal["auto", "flock", "lease"] = "auto"  # auto: flock on local folders, a lease on object stores
     storage_options: dict[str, Any] = {}             # passed to fsspec for URLs (endpoint_url, profile, ...)
 
