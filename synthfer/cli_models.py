@@ -161,7 +161,7 @@ def models_export_onnx(
     arch: Optional[str] = typer.Option(None, "--arch", metavar="ARCH",
                                        help="emonet, iresnet50 or iresnet100 (default: from the checkpoint's keys)."),
 ):
-    """Export EmoNet (RGB 256 in [0, 1] -> [valence, arousal]) or MagFace's iResNet (BGR 112 in
+    """Export EmoNet (RGB 256 in [0, 1] -> \\[valence, arousal]) or MagFace's iResNet (BGR 112 in
     [0, 1] -> 512-d embedding) to ONNX with synthfer's own implementations, dynamic batch, checked
     against torch to 1e-4."""
     def body():

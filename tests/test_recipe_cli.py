@@ -107,3 +107,29 @@ def test_help_for_every_command(cli):
     for command in ([], ["build"], ["validate"], ["plan"], ["emotions"]):
         result = cli(*command, "--help")
         assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_help_keeps_every_bracketed_phrase_it_was_written_with(cli):
+    # Rich reads "[valence, arousal]" as a markup tag and drops it; every [..] of a command's
+    # help or an option's help must reach the screen (escape it as \\[ where Rich would eat it).
+    import re
+
+    import click
+    import typer
+
+    from synthfer.cli import app
+
+    def walk(command, path):
+        yield path, command
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from walk(sub, path + [name])
+
+    checked = 0
+    for path, command in walk(typer.main.get_command(app), []):
+        texts = [command.help or ""] + [p.help or "" for p in command.params if isinstance(p, click.Option)]
+        wanted = [m.replace("\\[", "[") for t in texts for m in re.findall(r"\\?\[[^\]\[]+\]", t)]
+        shown = " ".join(cli(*path, "--help").output.replace("│", " ").split())
+        for phrase in wanted:
+            assert " ".join(phrase.split()) in shown, (path, phrase)
+            checked += 1
+    assert checked >= 3   # [0, 1] twice and [valence, arousal] in models export-onnx, at least
