@@ -153,7 +153,11 @@ def run_rounds(plan: Plan, committed: Committed, selected: list[Shard], run, par
             keys = {s.key for s in plan.samples(shard)} & extra
             if keys:
                 by_shard[shard.index] = frozenset(keys)
-        if not execute(committed.jobs(plan, plan.shards, by_shard)):
+        jobs = committed.jobs(plan, plan.shards, by_shard)
+        if jobs:   # stored scores only: no image is rendered, but each shard is committed again
+            reporter.note(f"surplus over the quotas: {_shards(len(jobs))} re-decided from their stored scores")
+            reporter.more(len(jobs), 0)
+        if not execute(jobs):
             return outcome
         final = quota.tally(plan, ((t, s, st) for _, t, s, st in committed.rows(plan, plan.shards)))
         outcome.short = quota.deficits(wanted, final)
@@ -173,11 +177,15 @@ def _replay(plan: Plan, committed: Committed, wanted: dict, outcome: Outcome) ->
         plan.add_round(shards)
 
 
+def _shards(n: int) -> str:
+    return f"{n} shard{'s' if n != 1 else ''}"
+
+
 def _describe_round(plan: Plan, wanted: dict, tally, shards: list[Shard]) -> str:
     short = quota.deficits(wanted, tally)
     by_split: dict[str, list[str]] = {}
     for (unit, split), n in sorted(short.items()):
         by_split.setdefault(split, []).append(f"{unit or '(none)'} {n}")
     ids = sum(len(s.identities) for s in shards)
-    return (f"{ids} new identities in {len(shards)} shards for what is short ("
+    return (f"{ids} new identities in {_shards(len(shards))} for what is short ("
             + "; ".join(f"{split}: {', '.join(items)}" for split, items in by_split.items()) + ")")

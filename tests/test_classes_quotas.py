@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -137,6 +138,10 @@ def test_quotas_are_met_exactly_by_top_up_rounds(reference):
     assert accepted == {(c, s): n for c in ("neutral", "happy", "sad") for s, n in (("train", 8), ("val", 1),
                                                                                      ("test", 1))}
     assert "quota top-up round 1:" in result.stderr
+    # the surplus pass re-commits shards: announced, and counted in the total it counts against
+    assert re.search(r"surplus over the quotas: \d+ shards? re-decided from their stored scores", result.stderr)
+    counts = [tuple(map(int, m)) for m in re.findall(r"\[(\d+)/(\d+)\]", result.stderr)]
+    assert counts and all(done <= total for done, total in counts) and counts[-1][0] == counts[-1][1], counts
     top_up = [r for r in rows if r["identity"] >= 12]
     assert top_up and all(r["status"] != "skipped" for r in top_up)
     surplus = [r for r in rows if r["status"] == "surplus"]
