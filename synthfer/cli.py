@@ -53,7 +53,7 @@ def build(
     mode: str = typer.Option("resume", "--mode", metavar="MODE",
                              help="resume: continue a build of the same recipe (refuse another); overwrite: remove "
                                   "the old output first; extend: identities.count grew, build only the new shards."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary; errors only.", metavar=""),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary: errors and warnings only.", metavar=""),
     log_format: str = typer.Option("text", "--log-format", metavar="FORMAT",
                                    help="text, or json: one JSON object per event on stdout (for cron and log collectors)."),
     trust_markers: bool = typer.Option(False, "--trust-markers",

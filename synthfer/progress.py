@@ -239,7 +239,7 @@ def _clock(seconds: float) -> str:
 
 
 def make_reporter(quiet: bool, log_format: str = "text"):
-    if quiet:  # errors only, whatever the format
+    if quiet:  # errors and warnings only, whatever the format
         return Quiet()
     if log_format == "json":
         return JsonLines()
