@@ -4,6 +4,8 @@ Warnings, never errors: the recipe is valid, it may just not do what its author 
 
 from __future__ import annotations
 
+import json
+
 from synthfer import quota
 from synthfer.io.layout import layout_of
 from synthfer.io.manifest import read_manifest
@@ -22,6 +24,17 @@ def measured(loaded: LoadedRecipe, columns: list[str]):
         return read_manifest(folder, layout.manifest, columns=columns, fill_missing=True)
     except (OSError, ValueError):
         return None
+
+
+def _built_iterating(loaded: LoadedRecipe) -> bool:
+    """Whether the existing output was built with correction iterating (its run.json says so):
+    only then do its attempts measure what iterating costs."""
+    try:
+        folder = loaded.output_folder()
+        info = json.loads(folder.read_bytes(layout_of(folder).run_json))
+        return info["recipe"]["correction"]["mode"] in ("iterate", "both")
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def recipe_warnings(loaded: LoadedRecipe) -> list[str]:
@@ -92,7 +105,7 @@ def correction_estimate(loaded: LoadedRecipe, plan: Plan) -> str | None:
         keys = {t.key for t in correctable}
         samples = sum(len(s.identities) * sum(t.key in keys for t in plan.shard_targets(s)) for s in plan.shards)
         text = f"iterate: at most {spec.steps} more renders for each of {samples} edited samples (up to {spec.steps * samples} more)"
-        table = measured(loaded, ["target", "attempts"])
+        table = measured(loaded, ["target", "attempts"]) if _built_iterating(loaded) else None
         if table is not None and table.num_rows:
             attempts = [a for k, a in zip(table.column("target").to_pylist(), table.column("attempts").to_pylist())
                         if a and k in keys]

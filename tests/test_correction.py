@@ -220,6 +220,15 @@ def test_recipe_mistakes_and_plan(cli, write_recipe, tmp_path):
     assert plan.exit_code == 0, plan.output
     assert ("correction: calibration pilot: 3 identities x 2 targets = 6 renders; iterate: at most 2 more renders "
             "for each of 8 edited samples (up to 16 more)") in plan.stdout.replace("\n", " ")
+    # the rate of an existing output is quoted only when that output was built iterating; a bare
+    # `off` (YAML 1.1's false) is the mode off, in a file as in --set
+    recipe = tmp_path / "d.yaml"
+    off = write_recipe(recipe.read_text().replace("mode: both", "mode: off"), "off.yaml")
+    assert cli("validate", off).exit_code == 0
+    assert cli("build", recipe, "-q", "--set", "correction.mode=off").exit_code == 0
+    assert "at the rate measured" not in cli("plan", recipe).stdout
+    assert cli("build", recipe, "-q", "--mode", "overwrite").exit_code == 0
+    assert "at the rate measured in" in " ".join(cli("plan", recipe).stdout.split())
 
 
 @pytest.mark.parametrize("bin_deg", [7.3, 2.2, 15.0, 11.25])

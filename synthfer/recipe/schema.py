@@ -279,6 +279,11 @@ class Correction(_Strict):
     bin_deg: float = Field(15.0, ge=1, le=90)          # calibrate: width of a direction bin
     calibration: str | None = None                     # calibrate: reuse this calibration.json, no pilot
 
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _off_is_not_false(cls, v):
+        return "off" if v is False else v   # YAML 1.1 reads a bare `mode: off` as false
+
     @property
     def iterates(self) -> bool:
         return self.mode in ("iterate", "both")
