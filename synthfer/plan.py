@@ -202,7 +202,8 @@ def _check_splits(recipe: Recipe, fractions: dict, count: int, per_shard: int, n
     if n_shards >= len(wanted):
         return
     k = len(wanted)
-    largest = max(p for p in range(1, per_shard + 1) if -(-count // p) >= k) if count >= k else 0
+    # the most identities per shard that still make k shards: ceil(count / p) >= k  <=>  p < count / (k - 1)
+    largest = min(per_shard, -(-count // (k - 1)) - 1) if count >= k else 0
     fix = (f"use identities.count >= {(k - 1) * per_shard + 1}" +
            (f" or output.samples_per_shard <= {largest * n_targets}" if largest else ""))
     raise UsageError(f"output.splits: {', '.join(wanted)} need a shard each, but {count} identities make "

@@ -176,7 +176,7 @@ def run_info(loaded: LoadedRecipe, fingerprint: str, model_info: dict, result) -
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
         "recipe_file": str(loaded.path.resolve()),
-        "overrides": loaded.overrides,
+        "overrides": [_redacted(o) for o in loaded.overrides],
         "recipe": loaded.resolved(),
         "fingerprint": fingerprint,
         "shard_fingerprint": result.shard_fingerprint,   # the manifest's recipe_fingerprint column
@@ -207,3 +207,10 @@ def _device_name(loaded: LoadedRecipe) -> str:
     from synthfer.models.load import build_device
 
     return str(build_device(loaded))
+
+
+def _redacted(override: str) -> str:
+    """A --set as run.json records it: output.storage_options may hold credentials (keys,
+    secrets, tokens), so its value is never written, as the resolved recipe leaves it out."""
+    key, sep, _ = override.partition("=")
+    return f"{key}=<not recorded>" if sep and key.strip().startswith("output.storage_options") else override

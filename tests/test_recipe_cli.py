@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.conftest import SMALL
@@ -34,6 +36,8 @@ def _error_lines(result):
     ("- a\n- b\n", "recipe.yaml:1: a recipe must be a mapping of fields, got a list"),
     ("output:\n  splits: {train: 0.5, val: 0.1, test: 0.1}\n",
      "recipe.yaml:2: output.splits: train + val + test must be 1, got 0.7"),
+    ("output:\n  samples_per_shard: 99999999999999999999\n",
+     "recipe.yaml:2: output.samples_per_shard: must be less than or equal to 10000000, got 99999999999999999999"),
     ("output:\n  splits: {train: 1.0}\n",
      "recipe.yaml:2: output.splits: train + val + test must be 1, got 1.2 (val 0.1 and test 0.1 are defaults: "
      "name every split, e.g. {train: 0.9, val: 0.1, test: 0})"),
@@ -133,3 +137,14 @@ def test_help_keeps_every_bracketed_phrase_it_was_written_with(cli):
             assert " ".join(phrase.split()) in shown, (path, phrase)
             checked += 1
     assert checked >= 3   # [0, 1] twice and [valence, arousal] in models export-onnx, at least
+
+
+def test_storage_options_given_with_set_are_not_recorded_in_run_json(cli, write_recipe, tmp_path):
+    # They may hold credentials: the resolved recipe leaves them out, and so does the --set record.
+    recipe = write_recipe(SMALL)
+    result = cli("build", recipe, "-q", "--set", "output.storage_options={key: SECRETKEYID, secret: SUPERSECRET}",
+                 "--set", "seed=8")
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "out" / "run.json").read_text()
+    assert "SECRET" not in text
+    assert json.loads(text)["overrides"] == ["output.storage_options=<not recorded>", "seed=8"]
