@@ -304,7 +304,8 @@ def _is_our_card(folder, layout) -> bool:
 
 def _finalize(loaded, plan, store, fingerprint, shard_fingerprint, model_info, outcome, t0, built_s,
               asked) -> BuildResult:
-    committed = store.committed()
+    # Only shards of this build's fingerprint: one written by a build that lost the lock is not ours.
+    committed = {i: m for i, m in store.committed().items() if m.get("fingerprint") == shard_fingerprint}
     parts = [(store.layout.part(s.index), committed[s.index]["files"][store.layout.part(s.index)]["sha256"])
              for s in plan.shards if s.index in committed]
     table = merge_parts(store.folder, parts, store.layout.manifest)

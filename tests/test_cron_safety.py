@@ -374,3 +374,17 @@ def test_a_filter_change_says_whether_shards_are_re_decided_or_rebuilt(cli, buil
     text = " ".join(band.stderr.split())
     assert "the filters changed which samples are rendered (recipe.filters.failure_bands" in text
     assert "committed shards are rebuilt" in text and "re-decided" not in text
+
+
+def test_verify_names_a_shard_another_recipe_wrote(cli, built):
+    # A worker of a killed build that kept running could commit a shard of its recipe into the
+    # next build's output: verify must not call that output whole.
+    _, out = built
+    marker = sorted((out / "_synthfer" / "parts").glob("*.done.json"))[0]
+    record = json.loads(marker.read_text())
+    ours = record["fingerprint"]
+    marker.write_text(json.dumps(dict(record, fingerprint="0123456789abcdef")))
+    result = cli("verify", out)
+    assert result.exit_code == 1
+    assert (f"Problem: {marker.name.split('.')[0]}: built by another recipe or weights (fingerprint "
+            f"0123456789abcdef, the output's {ours}): a build that was not holding the lock wrote it") in result.output

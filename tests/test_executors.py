@@ -60,3 +60,53 @@ def test_devices_must_be_one_kind(cli):
     assert result.exit_code == 2
     assert result.stderr.strip() == ("Error: --set execution.devices=[cpu, cuda:0]: execution.devices: must all be "
                                      "of one type (all cuda:N or all cpu), got ['cpu', 'cuda:0']")
+
+
+def test_device_workers_end_when_their_build_is_killed(tmp_path):
+    # SIGKILL leaves the driver no time to stop its workers: they must end on their own, or they
+    # keep committing into an output whose lock the next build holds.
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "synthfer", "build", str(DEMO), "--output", str(tmp_path / "out"),
+                             "--log-format", "json", "--set", "identities.count=48", "--set",
+                             "output.samples_per_shard=116", "--set", "execution.devices=[cpu, cpu]"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO,
+                            env=dict(os.environ, PYTHONPATH=str(REPO)))
+
+    def workers() -> list[int]:
+        found = []
+        for entry in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    spawned = b"spawn_main" in f.read()
+            except (OSError, ValueError):
+                continue
+            if ppid == proc.pid and spawned:
+                found.append(int(entry))
+        return found
+
+    try:
+        for line in proc.stdout:   # the first commit: the workers are up and building
+            if json.loads(line).get("event") == "shard_committed":
+                break
+        children = workers()
+        assert len(children) >= 2, children
+        proc.kill()
+        proc.wait(60)
+        deadline = time.monotonic() + 120   # a hang guard only: the kernel ends them at once on Linux
+        while any(os.path.exists(f"/proc/{pid}") for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        alive = [pid for pid in children if os.path.exists(f"/proc/{pid}")]
+        for pid in alive:
+            os.kill(pid, signal.SIGKILL)
+        assert alive == []
+    finally:
+        proc.kill()
+        proc.stdout.close()

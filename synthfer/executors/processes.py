@@ -9,16 +9,42 @@ they are; a process that dies is replaced and its shard retried.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
+import os
 import queue as queue_module
+import signal
+import sys
+import threading
 
 from synthfer.executors.core import Failure, attempt, classify
 
 
-def _serve(loaded, store, slot: int, device: str, shard_fingerprint: str, tasks, results) -> None:
+def _die_with(parent: int) -> None:
+    """End this worker the moment the build that started it is gone (SIGKILL leaves no time to
+    tell it): it would otherwise keep committing shards into an output whose lock another
+    build may hold by then. Linux: the kernel sends SIGKILL when the parent dies; anywhere, a
+    thread checks once a second that the parent is still the one that started it."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:   # it died before the line above took effect
+        os._exit(1)
+
+    def watch():
+        while os.getppid() == parent:
+            threading.Event().wait(1.0)
+        os._exit(1)
+    threading.Thread(target=watch, name="synthfer-parent-watch", daemon=True).start()
+
+
+def _serve(loaded, store, slot: int, device: str, shard_fingerprint: str, tasks, results, parent: int) -> None:
     """Worker process: load the models on `device`, then build shards until told to stop."""
     from synthfer.executors import open_worker
 
+    _die_with(parent)
     worker = attempt(open_worker, loaded, store, shard_fingerprint, device, where=store.folder.location)
     if isinstance(worker, Failure):
         results.put((slot, None, Failure(worker.message, fatal=True, error="WorkerError")))
@@ -44,7 +70,7 @@ class ProcessBackend:
     def _start(self, slot: int) -> None:
         tasks = self.ctx.Queue()
         proc = self.ctx.Process(target=_serve, args=(self.loaded, self.store, slot, self.devices[slot],
-                                                     self.fingerprint, tasks, self.results),
+                                                     self.fingerprint, tasks, self.results, os.getpid()),
                                 name=f"synthfer-{slot}-{self.devices[slot]}", daemon=True)
         proc.start()
         self.procs[slot], self.busy[slot] = (proc, tasks), None

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import tarfile
 
 import pyarrow as pa
@@ -44,6 +45,7 @@ def verify(folder: OutputFolder | str, layout: Layout | None = None) -> tuple[li
     problems: list[str] = []
     markers = {}
     indices = store.marker_indices()
+    made_by = _shard_fingerprint(folder, layout)
     for index in indices:
         try:
             marker = store.read_marker(index)
@@ -51,6 +53,9 @@ def verify(folder: OutputFolder | str, layout: Layout | None = None) -> tuple[li
             problems.append(f"{shard_name(index)}: unreadable marker: {first_line(err)}")
             continue
         problem = store.problem(index, marker, hashes=True)
+        if problem is None and made_by is not None and marker.get("fingerprint") != made_by:
+            problem = (f"built by another recipe or weights (fingerprint {marker.get('fingerprint')}, the output's "
+                       f"{made_by}): a build that was not holding the lock wrote it")
         if problem:
             problems.append(f"{shard_name(index)}: {problem}")
         else:
@@ -80,6 +85,15 @@ def verify(folder: OutputFolder | str, layout: Layout | None = None) -> tuple[li
     problems += _rows_match_parts(store, markers, table, old)
     problems += _members_match(store, markers, table.to_pylist())
     return problems, counts
+
+
+def _shard_fingerprint(folder: OutputFolder, layout: Layout) -> str | None:
+    """The shard fingerprint fingerprint.json records (None when it records none: older outputs)."""
+    try:
+        value = json.loads(folder.read_bytes(layout.fingerprint)).get("shard_fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def _first_difference(recorded: list, parts: list) -> str:
