@@ -388,3 +388,18 @@ def test_verify_names_a_shard_another_recipe_wrote(cli, built):
     assert result.exit_code == 1
     assert (f"Problem: {marker.name.split('.')[0]}: built by another recipe or weights (fingerprint "
             f"0123456789abcdef, the output's {ours}): a build that was not holding the lock wrote it") in result.output
+
+
+def test_turning_keep_rejected_off_removes_the_rejected_tars(cli, write_recipe, tmp_path):
+    # A re-decided shard no longer has a rejected tar: the one its previous commit wrote goes,
+    # so verify is OK and the output equals a fresh build without keep_rejected.
+    recipe = write_recipe(SMALL + "models: {quality: {kind: builtin}}\nfilters: {min_quality: 20}\n")
+    out = tmp_path / "out"
+    assert cli("build", recipe, "-q", "--set", "output.keep_rejected=true").exit_code == 0
+    assert list((out / "rejected").glob("*.tar"))
+    assert cli("build", recipe, "-q").exit_code == 0
+    assert not list(out.glob("rejected/*.tar"))
+    assert cli("verify", out).exit_code == 0
+    fresh = tmp_path / "fresh"
+    assert cli("build", recipe, "-q", "--output", fresh).exit_code == 0
+    assert dataset_files(out) == dataset_files(fresh)

@@ -59,13 +59,21 @@ class ShardStore:
         self.folder, self.layout = folder, layout
 
     def commit(self, index: int, files: dict[str, bytes], info: dict) -> dict:
-        """Write the shard's files, then its marker. Returns the marker's content."""
+        """Write the shard's files, then its marker, then remove what its previous commit had and
+        this one has not (a rejected tar once keep_rejected is off). Returns the marker's content."""
         check_lease(self.folder, self.layout)  # a build that lost its lease must not publish more
+        try:
+            previous = self.read_marker(index).get("files") or {}
+        except (OSError, ValueError):
+            previous = {}
         self.folder.write_all(files.items())
         marker = dict(info, shard=shard_name(index),
                       files={rel: {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
                              for rel, data in sorted(files.items())})
         self.folder.write(self.layout.marker(index), (json.dumps(marker, indent=2, sort_keys=True) + "\n").encode())
+        for rel in sorted(set(previous) - set(files)):   # a kill before this leaves them to garbage()
+            if isinstance(rel, str) and self.layout.is_shard_file(rel):
+                self.folder.remove(rel)
         return marker
 
     def marker_indices(self) -> list[int]:
