@@ -23,7 +23,7 @@ from synthfer.calibrate import calibrate
 from synthfer.calibrate import given as given_calibration
 from synthfer.executors import core, distributed, make_backend
 from synthfer.io.layout import CURRENT, layout_of
-from synthfer.io.lock import output_lock
+from synthfer.io.lock import output_lock, probe
 from synthfer.io.manifest import merge_parts
 from synthfer.io.shards import ShardStore, is_output
 from synthfer.card import card
@@ -100,6 +100,8 @@ def build(loaded: LoadedRecipe, shards: str | None = None, reporter: Reporter | 
     if layout is not CURRENT and mode != "overwrite":
         raise UsageError(f"{folder.location}: a format-{layout.version} output (synthfer 0.1); this synthfer writes "
                          f"format {CURRENT.version}: rebuild it with --mode overwrite, or build into a new folder")
+    with _storage(folder, "cannot read"):
+        probe(folder, layout)   # a running build: exit 75 before the models load
     # Models before anything is written: a bad model file leaves no trace. Builds whose shards are
     # built elsewhere read the weights on the CPU only to fingerprint them.
     device_type = _device_type(loaded)

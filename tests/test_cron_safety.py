@@ -403,3 +403,37 @@ def test_turning_keep_rejected_off_removes_the_rejected_tars(cli, write_recipe, 
     fresh = tmp_path / "fresh"
     assert cli("build", recipe, "-q", "--output", fresh).exit_code == 0
     assert dataset_files(out) == dataset_files(fresh)
+
+
+def test_flock_and_lease_builds_keep_each_other_out(tmp_path):
+    # output.lock may differ between two recipes (or --set) aimed at one local folder: each
+    # method must see the other's holder.
+    from synthfer.errors import LockedError
+    from synthfer.io.layout import CURRENT
+    from synthfer.io.local_folder import LocalFolder
+    from synthfer.io.lock import FlockLock, Lease
+
+    folder = LocalFolder(tmp_path / "out")
+    folder.ensure()
+    with FlockLock(folder, CURRENT):
+        with pytest.raises(LockedError, match="another build holds the lock"):
+            Lease(folder, CURRENT).__enter__()
+    assert not list((tmp_path / "out").glob(".lease-*"))
+    with Lease(folder, CURRENT):
+        with pytest.raises(LockedError, match="another build holds the l"):
+            FlockLock(folder, CURRENT).__enter__()
+    with FlockLock(folder, CURRENT):   # both released
+        pass
+
+
+def test_a_locked_output_is_refused_before_the_models_load(cli, built):
+    # An overlapping cron run must exit 75 at once, not after loading every model.
+    import fcntl
+
+    recipe, out = built
+    with open(out / ".lock", "r+b") as f:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = cli("build", recipe)
+    assert result.exit_code == 75, result.output
+    assert "loading models" not in result.stderr
+    assert error_lines(result.stderr)[0].startswith(f"Error: {out}: another build holds the lock (")

@@ -26,7 +26,7 @@ import socket
 import threading
 import time
 
-from synthfer.errors import LockedError, OutputError, UsageError
+from synthfer.errors import LockedError, OutputError, SynthferError, UsageError
 from synthfer.io.folder import OutputFolder
 from synthfer.io.local_folder import LocalFolder
 from synthfer.io.layout import Layout
@@ -44,6 +44,27 @@ def output_lock(folder: OutputFolder, layout: Layout, method: str = "auto", shar
     if method == "lease" or not folder.is_local:
         return Lease(folder, layout, shared=shared)
     return FlockLock(folder, layout, shared=shared)
+
+
+def probe(folder: OutputFolder, layout: Layout) -> None:
+    """LockedError now when another build holds the output, by either method: checked before
+    the models load (seconds, and memory a GPU may not have twice), so an overlapping cron run
+    exits 75 at once. The lock itself is taken later; anything else wrong is reported then."""
+    if folder.is_local and folder.exists(layout.lock):
+        try:
+            with FlockLock(folder, layout, shared=True):
+                pass
+        except LockedError:
+            raise
+        except (SynthferError, OSError):
+            pass
+    try:
+        holder = Lease(folder, layout).current_holder()
+    except OSError:
+        return
+    if holder is not None:
+        raise LockedError(f"{folder.location}: another build holds the lease ({describe(holder)}); wait for it "
+                          f"or stop it", describe(holder))
 
 
 def recorded_method(folder: OutputFolder, layout: Layout) -> str | None:
@@ -103,6 +124,10 @@ class FlockLock:
                                      f"into this folder") from None
                 raise
             if not self.shared:
+                holder = Lease(self.folder, self.layout).current_holder()   # a build with output.lock: lease
+                if holder is not None:
+                    raise LockedError(f"{self.folder.location}: another build holds the lease ({describe(holder)}); "
+                                      f"wait for it or stop it", describe(holder))
                 record = json.dumps(holder_record(self.folder.new_token())).encode()
                 try:  # fixed size, never truncated: a reader always sees one whole record
                     os.pwrite(fd, record.ljust(_RECORD_BYTES), 0)
@@ -149,6 +174,7 @@ class Lease:
         self.generation: int | None = None
         self.record: dict = {}
         self.lost = False
+        self._flock: FlockLock | None = None   # on a local folder, also the lock a flock build takes
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -171,6 +197,15 @@ class Lease:
 
     def __enter__(self) -> "Lease":
         try:
+            return self._take()
+        except BaseException:
+            if self._flock is not None:   # taken on the way: not held by a build that failed to start
+                self._flock.__exit__()
+                self._flock = None
+            raise
+
+    def _take(self) -> "Lease":
+        try:
             holder = self.current_holder()
             if holder is not None:
                 raise LockedError(f"{self.folder.location}: another build holds the lease ({describe(holder)}, "
@@ -178,6 +213,12 @@ class Lease:
                                   f"or stop it", describe(holder))
             if self.shared:
                 return self  # verify: nobody is building; nothing to hold
+            if self.folder.is_local:   # so a build with output.lock: flock (or auto) is kept out too
+                self._flock = FlockLock(self.folder, self.layout)
+                try:
+                    self._flock.__enter__()
+                except UsageError:
+                    self._flock = None   # no file locks on this file system: the lease alone
             gens = self._generations()
             self.generation = gens[-1] + 1 if gens else 0
             self.record = dict(holder_record(self.folder.new_token()), generation=self.generation)
@@ -209,6 +250,8 @@ class Lease:
                     return
 
     def __exit__(self, *exc) -> None:
+        if self._flock is not None:
+            self._flock.__exit__()
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
