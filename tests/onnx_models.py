@@ -59,11 +59,6 @@ def constant_va(valence: float, arousal: float, size: int | None = 256, width: i
     return _bytes(nodes, [_input(size=size, batch=batch)], [_output(out_name, [batch, width])], inits)
 
 
-def nan_va(size: int | None = 256, width: int = 2) -> bytes:
-    """Valence and arousal NaN for every image."""
-    return constant_va(float("nan"), float("nan"), size=size, width=width)
-
-
 def mean_quality(size: int | None = 112, dim: int = 512, scale: float = 1.0, batch: int | str = "N",
                  channels: int = 3, out_name: str = "embedding") -> bytes:
     """Embedding [N, dim], every entry scale * mean(image): L2 norm = |scale * mean| * sqrt(dim)."""

@@ -140,10 +140,12 @@ def test_keep_rejected_goes_to_separate_shards(tmp_path):
     assert all(r["image_sha256"] for r in rows)   # every image written somewhere, hashed
 
 
-def test_nan_predictions_are_rejected_as_non_finite(build):
-    rows = build(VA_ONLY + "filters: {max_distance: 0.5}\n", {"va.onnx": onnx_models.nan_va()})
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_predictions_are_rejected_as_non_finite(build, value):
+    # an infinity is not clamped into a confident +-1 (which the filters would then accept)
+    rows = build(VA_ONLY + "filters: {max_distance: 0.5}\n", {"va.onnx": onnx_models.constant_va(value, value)})
     assert rows["happy-100@0"]["reject_reasons"] == ["non_finite"]
-    assert rows["happy-100@0"]["pred_valence"] is None       # NaN is stored as null
+    assert rows["happy-100@0"]["pred_valence"] is None       # stored as null
     assert rows["neutral@0"]["reject_reasons"] == ["non_finite"]
 
 

@@ -147,7 +147,9 @@ class Assessor:
                     raise ModelFileError(f"{model.label}: va output has {out.shape[1]} values per image, recipe "
                                          f"reads index {max(spec.valence_index, spec.arousal_index)}")
                 each.append(np.stack([out[:, spec.valence_index], out[:, spec.arousal_index]], -1))
-            va_each = np.clip(np.stack(each).astype(np.float64), -1.0, 1.0)   # [K, N, 2]; NaN stays NaN
+            raw = np.stack(each).astype(np.float64)
+            raw[np.isinf(raw)] = np.nan   # clamped, an infinity would read as a confident +-1
+            va_each = np.clip(raw, -1.0, 1.0)   # [K, N, 2]; NaN stays NaN
             # The mean of clamped predictions: one estimator's wild output cannot outvote the rest
             # by more than its share of the unit range.
             pv, pa = va_each[..., 0].mean(0), va_each[..., 1].mean(0)
