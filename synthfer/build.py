@@ -85,6 +85,7 @@ def build(loaded: LoadedRecipe, shards: str | None = None, reporter: Reporter | 
     """Build (or finish building) the recipe's dataset. Raises ShardsFailedError (exit 3) after
     finalizing when some shards failed every retry."""
     reporter = reporter or Quiet()
+    signals.explain("; committed shards are intact, run again to finish")
     t0 = time.perf_counter()
     recipe = loaded.recipe
     plan = Plan(recipe)

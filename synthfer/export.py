@@ -24,6 +24,7 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from synthfer import signals
 from synthfer.classes import table as class_table
 from synthfer.errors import OutputError, UsageError
 from synthfer.io.folder import OutputFolder, open_folder
@@ -63,10 +64,19 @@ def export(out, fmt: str, dest: str | Path, force: bool = False, storage_options
     expression = _affectnet_index(rows) if fmt == "affectnet-csv" else {}
     target = LocalFolder(dest)
     _prepare(target, force)
+    signals.explain(f"; {dest} holds part of the export: run the same export again with --force to replace it")
     done = Exported()
     tables: dict[str, list[list]] = {}
     store = ShardStore(source, layout)
+
+    def record(complete: bool) -> None:
+        """Written first (empty), after an interruption (what is there) and at the end, so --force
+        can always replace what this export left."""
+        target.write(RECORD, (json.dumps({"source": source.location, "format": fmt, "files": sorted(done.files),
+                                          **({} if complete else {"complete": False})}, indent=1) + "\n").encode())
+
     try:
+        record(complete=False)
         for index, marker in sorted(store.committed().items()):
             split = marker.get("split", "")
             rel = layout.tar(index, split)
@@ -90,8 +100,8 @@ def export(out, fmt: str, dest: str | Path, force: bool = False, storage_options
                                                          expression[row["class"]], row["target_valence"],
                                                          row["target_arousal"]])
                 done.by_split[split] = done.by_split.get(split, 0) + 1
+            done.files += [p for p, _ in items]   # before writing: an interruption's record covers them
             target.write_all(items)
-            done.files += [p for p, _ in items]
             done.images += len(items)
         for split, lines in sorted(tables.items()):
             buf = io.StringIO()
@@ -100,10 +110,15 @@ def export(out, fmt: str, dest: str | Path, force: bool = False, storage_options
             writer.writerows(lines)
             target.write(CSV_NAMES[split], buf.getvalue().encode())
             done.files.append(CSV_NAMES[split])
-        target.write(RECORD, (json.dumps({"source": source.location, "format": fmt, "files": sorted(done.files)},
-                                         indent=1) + "\n").encode())
+        record(complete=True)
     except OSError as err:
         raise OutputError(f"{target.location}: export failed: {err.strerror or err}") from None
+    except BaseException:   # interrupted (SIGINT / SIGTERM) or failed: record what is there
+        try:
+            record(complete=False)
+        except OSError:
+            pass
+        raise
     return done
 
 

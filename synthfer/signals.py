@@ -18,15 +18,20 @@ from contextlib import contextmanager
 from synthfer.errors import InterruptedBuild
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
-_state: dict = {"first": None}
+_state: dict = {"first": None, "after": ""}
 
 
 def _handler(signum, _frame) -> None:
     if _state["first"] is not None:
         return  # the first signal's shutdown is under way; let it finish
     _state["first"] = signum
-    raise InterruptedBuild(f"{signal.Signals(signum).name}: interrupted; committed shards are intact, "
-                           f"run again to finish", 128 + signum)
+    raise InterruptedBuild(f"{signal.Signals(signum).name}: interrupted{_state['after']}", 128 + signum)
+
+
+def explain(after: str) -> None:
+    """What the interruption message adds for the command under way (e.g. build: "; committed
+    shards are intact, run again to finish"); commands that leave nothing behind add nothing."""
+    _state["after"] = after
 
 
 def install() -> None:

@@ -379,3 +379,28 @@ def test_export_force_removes_only_what_its_record_lists_inside_the_folder(tiny,
         assert (outside / "precious.txt").exists() and len(list(dest.rglob("*.png"))) == pngs
     record.write_text("[1, 2]")
     assert cli("export", tiny, dest, "--format", "imagefolder", "--force").exit_code == 2
+
+
+def test_an_interrupted_export_is_replaced_with_force(tiny, tmp_path, cli):
+    # SIGTERM after the first shard's images: the record lists what is there, the message says
+    # how to finish, and --force then gives the same folder as an uninterrupted export.
+    import os
+    import subprocess
+    import sys
+
+    dest = tmp_path / "cut"
+    proc = subprocess.run([sys.executable, "-m", "tests.killpoints", "synthfer.io.local_folder:LocalFolder.write_all",
+                           "after", "2:SIGTERM", "--", "export", str(tiny), str(dest), "--format", "imagefolder"],
+                          capture_output=True, text=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+                          timeout=600)
+    assert proc.returncode == 143, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (f"Error: SIGTERM: interrupted; {dest} holds part of the export: "
+                                                    f"run the same export again with --force to replace it")
+    record = json.loads((dest / ".synthfer-export.json").read_text())
+    assert record["complete"] is False and record["files"]
+    assert cli("export", tiny, dest, "--format", "imagefolder").exit_code == 2   # not silently mixed
+    assert cli("export", tiny, dest, "--format", "imagefolder", "--force").exit_code == 0
+    whole = tmp_path / "whole"
+    assert cli("export", tiny, whole, "--format", "imagefolder").exit_code == 0
+    files = lambda root: {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    assert files(dest) == files(whole)
