@@ -63,8 +63,12 @@ def probe(folder: OutputFolder, layout: Layout) -> None:
     except OSError:
         return
     if holder is not None:
-        raise LockedError(f"{folder.location}: another build holds the lease ({describe(holder)}); wait for it "
-                          f"or stop it", describe(holder))
+        raise lease_held(folder, holder)
+
+
+def lease_held(folder: OutputFolder, holder: dict) -> LockedError:
+    return LockedError(f"{folder.location}: another build holds the lease ({describe(holder)}, expires in "
+                       f"{max(0, holder['expires'] - time.time()):.0f} s); wait for it or stop it", describe(holder))
 
 
 def recorded_method(folder: OutputFolder, layout: Layout) -> str | None:
@@ -126,8 +130,7 @@ class FlockLock:
             if not self.shared:
                 holder = Lease(self.folder, self.layout).current_holder()   # a build with output.lock: lease
                 if holder is not None:
-                    raise LockedError(f"{self.folder.location}: another build holds the lease ({describe(holder)}); "
-                                      f"wait for it or stop it", describe(holder))
+                    raise lease_held(self.folder, holder)
                 record = json.dumps(holder_record(self.folder.new_token())).encode()
                 try:  # fixed size, never truncated: a reader always sees one whole record
                     os.pwrite(fd, record.ljust(_RECORD_BYTES), 0)
@@ -208,9 +211,7 @@ class Lease:
         try:
             holder = self.current_holder()
             if holder is not None:
-                raise LockedError(f"{self.folder.location}: another build holds the lease ({describe(holder)}, "
-                                  f"expires in {max(0, holder['expires'] - time.time()):.0f} s); wait for it "
-                                  f"or stop it", describe(holder))
+                raise lease_held(self.folder, holder)
             if self.shared:
                 return self  # verify: nobody is building; nothing to hold
             if self.folder.is_local:   # so a build with output.lock: flock (or auto) is kept out too
