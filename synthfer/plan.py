@@ -190,7 +190,9 @@ class Plan:
             if not lo.isdigit() or (hi and not hi.isdigit()):
                 raise ValueError(f"bad shard range {part.strip()!r}; use e.g. 0-3,7")
             lo_i, hi_i = int(lo), int(hi) if hi else int(lo)
-            if hi_i < lo_i or hi_i >= len(base):
+            if hi_i < lo_i:
+                raise ValueError(f"shard range {part.strip()!r} runs backwards; write it low-high, e.g. {hi_i}-{lo_i}")
+            if hi_i >= len(base):
                 raise ValueError(f"shard range {part.strip()!r} is outside 0-{len(base) - 1}")
             chosen.update(range(lo_i, hi_i + 1))
         return [base[i] for i in sorted(chosen)]

@@ -437,3 +437,19 @@ def test_a_locked_output_is_refused_before_the_models_load(cli, built):
     assert result.exit_code == 75, result.output
     assert "loading models" not in result.stderr
     assert error_lines(result.stderr)[0].startswith(f"Error: {out}: another build holds the lock (")
+
+
+def test_small_mistakes_around_the_output_and_shards_are_named(cli, built, tmp_path):
+    recipe, out = built
+    empty = cli("build", recipe, "--output", "")
+    assert _one_error(empty, 2) == "Error: --output: is empty; name a folder (or a URL)"
+    backwards = cli("build", recipe, "--shards", "3-1")
+    assert _one_error(backwards, 2) == "Error: --shards: shard range '3-1' runs backwards; write it low-high, e.g. 1-3"
+    (tmp_path / "weights.pt").mkdir()
+    folder = cli("validate", recipe, "--set", f"models.generator={{kind: stylegan2, checkpoint: {tmp_path / 'weights.pt'}}}")
+    assert "models.generator.checkpoint: is a folder, not a weights file: " in folder.stderr and folder.exit_code == 2
+    # a shard-named tar no marker lists would be read by a glob: verify names it
+    stray = out / "data" / "train-000099.tar"
+    stray.write_bytes((out / "data").joinpath(sorted(p.name for p in (out / "data").glob("train-*.tar"))[0]).read_bytes())
+    result = cli("verify", out)
+    assert result.exit_code == 1 and "Problem: data/train-000099.tar: no commit marker lists it" in result.output

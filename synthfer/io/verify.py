@@ -61,6 +61,9 @@ def verify(folder: OutputFolder | str, layout: Layout | None = None) -> tuple[li
         else:
             markers[index] = marker
     counts = {"shards": len(indices), "valid_shards": len(markers), "manifest_rows": 0}
+    for rel in store.garbage():   # no build runs under verify's lock: these are a dead build's
+        problems.append(f"{rel}: no commit marker lists it (a build died while writing it; the next build removes "
+                        f"it), yet a reader that globs the shard names would read it")
     if not folder.exists(layout.manifest):
         problems.append(f"{layout.manifest} is missing")
         return problems, counts

@@ -61,6 +61,8 @@ def load_recipe(path: str | Path, overrides: list[str] = (), output: str | None 
         _apply_override(data, dotted, value, item)
         applied[tuple(dotted)] = f"--set {item}"
     if output is not None:
+        if not output.strip():   # Path("") is the current folder: never what an empty argument meant
+            raise RecipeError(["--output: is empty; name a folder (or a URL)"])
         data.setdefault("output", {})
         if not isinstance(data["output"], dict):
             data["output"] = {}
@@ -93,6 +95,7 @@ def load_recipe(path: str | Path, overrides: list[str] = (), output: str | None 
             continue
         if not path.is_file():
             problems.append(f"{where}: {catalog.missing_message(value)}" if catalog.is_reference(value)
+                            else f"{where}: is a folder, not a weights file: {path}" if path.is_dir()
                             else f"{where}: file not found: {path}")
     calibration = recipe.correction.calibration
     if calibration is not None and not loaded.resolve(calibration).is_file():

@@ -204,7 +204,7 @@ class Splits(_Strict):
 
 
 class Output(_Strict):
-    dir: str = "out"                                 # relative to the recipe's folder
+    dir: str = Field("out", min_length=1)            # relative to the recipe's folder
     samples_per_shard: int = Field(1000, gt=0, le=10_000_000)  # shards hold whole identities, so about this many
     image: ImageSpec = ImageSpec()
     splits: Splits = Splits()
