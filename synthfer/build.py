@@ -43,7 +43,9 @@ class Reporter(Protocol):
     """How a build tells its caller what is happening (progress bar, log lines, JSON, nothing)."""
 
     def started(self, shards: int, samples: int, already_done: int) -> None: ...
+    def more(self, shards: int, samples: int) -> None: ...            # a quota round adds to the totals
     def note(self, message: str) -> None: ...
+    def rendered(self, shard: Shard, samples: int) -> None: ...       # a batch was generated (local builds)
     def committed(self, shard: Shard, marker: dict) -> None: ...
     def retried(self, shard: Shard, attempt: int, error: str) -> None: ...
     def failed(self, shard: Shard, error: str) -> None: ...
@@ -286,7 +288,7 @@ def _clear(store: ShardStore) -> None:
         store.retract(index)
     for rel in store.garbage():
         folder.remove(rel)
-    for rel in (layout.run_json, layout.fingerprint, layout.classes, layout.croissant, layout.calibration):
+    for rel in (layout.run_json, layout.fingerprint, layout.classes, layout.calibration):
         folder.remove(rel)
     if _is_our_card(folder, layout):
         folder.remove(layout.card)

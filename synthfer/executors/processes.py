@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 
-from synthfer.executors.core import Failure, attempt, classify
+from synthfer.executors.core import Failure, attempt
 
 
 def _die_with(parent: int) -> None:
@@ -116,4 +116,3 @@ class ProcessBackend:
             proc.join(timeout=30)
 
 
-__all__ = ["ProcessBackend", "classify"]

@@ -93,9 +93,6 @@ class OutputFolder:
     def remove(self, rel: str) -> None:
         """Delete a file; a missing one is no error."""
 
-    def remove_tree(self, rel: str) -> None:
-        """Delete a folder and everything under it."""
-
     def remove_empty_dir(self, rel: str) -> None:
         """Delete a folder if it is empty (object stores have no folders to delete)."""
 

@@ -31,7 +31,6 @@ class Layout:
     classes = "classes.json"
     calibration = "calibration.json"
     card = "README.md"
-    croissant = "croissant.json"
     fingerprint = "_synthfer/fingerprint.json"
     lock = ".lock"
     lease_dir = ""

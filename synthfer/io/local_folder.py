@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import stat
 from pathlib import Path
 from typing import BinaryIO, Iterable
@@ -151,13 +150,6 @@ class LocalFolder(OutputFolder):
             os.unlink(self._path(rel))
         except FileNotFoundError:
             pass
-
-    def remove_tree(self, rel: str) -> None:
-        path = self._path(rel)
-        if os.path.islink(path):
-            os.unlink(path)
-        elif path.is_dir():
-            shutil.rmtree(path)
 
     def remove_empty_dir(self, rel: str) -> None:
         try:

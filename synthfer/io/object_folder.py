@@ -90,10 +90,6 @@ class ObjectFolder(OutputFolder):
         except FileNotFoundError:
             pass
 
-    def remove_tree(self, rel: str) -> None:
-        for child in self.files(rel):
-            self.remove(child)
-
 
 def _call(fn, *args, **kwargs):
     """Run an fsspec call; anything that is not already an OSError (botocore's ClientError,

@@ -75,10 +75,6 @@ class EmoMappingWplus(nn.Module):
         state["_stack"], state["_stack_key"] = None, None
         return state
 
-    def clear_cache(self) -> None:
-        """Drops the stacked copy (frees ~293 MB for the full-size editor)."""
-        self._stack, self._stack_key = None, None
-
     def _inputs(self, ws: torch.Tensor, va: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         assert ws.ndim == 3 and ws.shape[1:] == (self.n_latent, self.w_dim), (
             f"ws must be [N, {self.n_latent}, {self.w_dim}], got {tuple(ws.shape)}"

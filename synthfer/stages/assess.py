@@ -103,10 +103,6 @@ class Assessor:
         self.va = list(va)   # (model, its recipe block) per estimator, in models.va order
 
     @property
-    def measures_anything(self) -> bool:
-        return self.quality_model is not None or bool(self.va)
-
-    @property
     def has_embedding(self) -> bool:
         return self.quality_model is not None and self.quality.output == "embedding"
 
