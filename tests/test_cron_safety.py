@@ -453,3 +453,17 @@ def test_small_mistakes_around_the_output_and_shards_are_named(cli, built, tmp_p
     stray.write_bytes((out / "data").joinpath(sorted(p.name for p in (out / "data").glob("train-*.tar"))[0]).read_bytes())
     result = cli("verify", out)
     assert result.exit_code == 1 and "Problem: data/train-000099.tar: no commit marker lists it" in result.output
+
+
+def test_report_during_a_build_says_a_build_is_running(cli, built):
+    # Without a manifest yet, a running build is not "a build that did not finish".
+    import fcntl
+
+    _, out = built
+    (out / "manifest.parquet").unlink()
+    with open(out / ".lock", "r+b") as f:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        running = cli("report", out)
+    assert running.exit_code == 75 and "another build holds the lock" in running.stderr, running.output
+    stopped = cli("report", out)
+    assert stopped.exit_code == 2 and "the build did not finish" in stopped.stderr

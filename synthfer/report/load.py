@@ -22,6 +22,7 @@ from synthfer import circumplex, metrics
 from synthfer.errors import OutputError, UsageError
 from synthfer.io.folder import OutputFolder, open_folder
 from synthfer.io.layout import Layout, layout_of
+from synthfer.io.lock import probe
 from synthfer.io.manifest import read_manifest
 
 NEUTRAL, POINTS = "neutral", "points"
@@ -76,6 +77,7 @@ def load_run(out_dir: str | Path | OutputFolder) -> Run:
             raise UsageError(f"{folder.location}: no such folder")
         if not folder.exists(layout.manifest):
             if folder.is_dir(layout.marker_dir):  # shards were committed, the build stopped before finalizing
+                probe(folder, layout)   # or it is still running: exit 75, "another build holds the lock"
                 raise UsageError(f"{folder.location}: has no {layout.manifest} yet: the build did not finish; "
                                  f"run the same synthfer build again, then report")
             raise UsageError(f"{folder.location}: has no {layout.manifest}; is it a synthfer build output?")
