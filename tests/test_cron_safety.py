@@ -467,3 +467,24 @@ def test_report_during_a_build_says_a_build_is_running(cli, built):
     assert running.exit_code == 75 and "another build holds the lock" in running.stderr, running.output
     stopped = cli("report", out)
     assert stopped.exit_code == 2 and "the build did not finish" in stopped.stderr
+
+
+def test_a_verify_holding_the_lock_is_not_named_as_the_last_build(cli, built):
+    # verify and report hold the lock shared and write no record: the record still names the
+    # last build, long gone, which must not be reported as the holder.
+    import fcntl
+    import socket
+
+    from synthfer.io.lock import _boot_id
+
+    recipe, out = built
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    record = {"pid": int(gone.stdout), "host": socket.gethostname(), "boot_id": _boot_id(), "process_start": 1,
+              "token": "x", "started": "2026-11-29T02:30:00Z"}
+    with open(out / ".lock", "r+b") as f:
+        f.write(json.dumps(record).encode().ljust(512))
+        f.flush()
+        fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        result = cli("build", recipe)
+    assert _one_error(result, 75) == (f"Error: {out}: another build holds the lock (a synthfer verify or report "
+                                      f"reading it); wait for it or stop it")

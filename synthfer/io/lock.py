@@ -115,7 +115,11 @@ class FlockLock:
             try:
                 fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = describe(_read_record(fd))
+                record = _read_record(fd)
+                # The record names the last build; if that process is gone, a verify or report
+                # (which hold the lock shared and write no record) is reading the output.
+                holder = ("a synthfer verify or report reading it" if isinstance(record, dict) and _gone(record)
+                          else describe(record))
                 raise LockedError(f"{self.folder.location}: another build holds the lock ({holder}); wait for it "
                                   f"or stop it", holder) from None
             except OSError as err:
@@ -294,11 +298,15 @@ def _alive(info: dict) -> bool:
             return False
     except (KeyError, TypeError, ValueError):
         return False  # a damaged lease protects nothing
-    if info.get("host") == socket.gethostname() and info.get("boot_id") == _boot_id():
-        pid = info.get("pid")
-        if not isinstance(pid, int) or _process_start(pid) != info.get("process_start"):
-            return False
-    return True
+    return not _gone(info)
+
+
+def _gone(info: dict) -> bool:
+    """The holder record names a process on this host (this boot) that no longer runs."""
+    if info.get("host") != socket.gethostname() or info.get("boot_id") != _boot_id():
+        return False
+    pid = info.get("pid")
+    return not isinstance(pid, int) or _process_start(pid) != info.get("process_start")
 
 
 def _boot_id() -> str | None:
