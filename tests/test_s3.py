@@ -200,3 +200,12 @@ def test_storage_errors_are_classified_by_status_not_by_their_text():
             assert type(got.value) is OSError and got.value.errno == errno.EIO, err
         else:
             assert isinstance(got.value, kind), err
+
+
+def test_an_object_store_url_without_a_bucket_is_one_line(cli):
+    from tests.conftest import REPO
+
+    result = cli("build", REPO / "recipes" / "demo.yaml", "-o", "s3://")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == ("Error: --output s3://: output.dir: s3:// names no bucket or folder; write e.g. "
+                                     "s3://bucket/path")

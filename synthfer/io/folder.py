@@ -112,9 +112,11 @@ def check_location(location: str) -> None:
     """ValueError with a one-line reason when `location` cannot be an output folder here."""
     if "://" not in location:
         return
-    protocol = location.split("://", 1)[0]
+    protocol, _, rest = location.partition("://")
     if protocol == "file":
         return
+    if protocol != "memory" and not rest.strip("/"):
+        raise ValueError(f"{location} names no bucket or folder; write e.g. {protocol}://bucket/path")
     import fsspec
 
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 from typing import BinaryIO, Iterable
 
+from synthfer.errors import SynthferError, UsageError
 from synthfer.io.folder import Entry, OutputFolder
 
 
@@ -33,8 +34,13 @@ class ObjectFolder(OutputFolder):
             import fsspec
 
             # Listings are never cached: other writers (Ray actors) change the folder under us.
-            self._fs = _call(fsspec.filesystem, self.protocol, skip_instance_cache=True,
-                             use_listings_cache=False, **self.storage_options)
+            def make():
+                try:
+                    return fsspec.filesystem(self.protocol, skip_instance_cache=True, use_listings_cache=False,
+                                             **self.storage_options)
+                except TypeError as err:   # an option the backend does not take: the recipe's mistake
+                    raise UsageError(f"output.storage_options: {self.protocol}:// does not take them ({err})") from None
+            self._fs = _call(make)
         return self._fs
 
     def _path(self, rel: str) -> str:
@@ -98,7 +104,7 @@ def _call(fn, *args, **kwargs):
     may hold an object name such as shard-000404."""
     try:
         return fn(*args, **kwargs)
-    except OSError:
+    except (OSError, SynthferError):
         raise
     except Exception as err:  # noqa: BLE001 - backends raise their own types
         text = " ".join(str(err).split()) or type(err).__name__
