@@ -29,8 +29,8 @@ _PLOTS = (
      "individual predictions (green accepted, red rejected). Shaded: failure bands."),
     ("direction_error.png", "Direction error by target angle",
      "Each sample's direction error (grey) and each named direction's mean ± SD; shaded: failure bands."),
-    ("acceptance.png", "Acceptance per direction",
-     "Share of planned samples accepted, rejected and skipped, over all intensities."),
+    ("acceptance.png", "Acceptance per direction (per class in a class build)",
+     "Share of planned samples accepted, surplus (over a quota), rejected and skipped, over all intensities."),
     ("scores.png", "Quality and identity similarity",
      "Histograms over measured samples; dashed lines: the recipe's min_quality and min_identity_similarity."),
 )

@@ -147,9 +147,13 @@ def direction_error_png(run: Run, other: Run | None = None) -> bytes:
 
 
 def acceptance_png(run: Run, other: Run | None = None) -> bytes:
-    """Share of accepted / surplus / rejected / skipped rows per direction (another run's rate as ticks)."""
+    """Share of accepted / surplus / rejected / skipped rows per direction, or per class in a class
+    build (its targets sit at class anchors, mostly not on named directions; another run's rate
+    as ticks)."""
+    by = "class" if (run.frame["class"] != "").any() else "direction"
+
     def shares(r: Run) -> pd.DataFrame:
-        t = pd.crosstab(r.frame["direction"], r.frame["status"])
+        t = pd.crosstab(r.frame[by], r.frame["status"])
         t = t.reindex(columns=list(STATUSES), fill_value=0)
         return t.div(t.sum(axis=1).where(lambda s: s > 0), axis=0).fillna(0.0)
 
@@ -174,7 +178,7 @@ def acceptance_png(run: Run, other: Run | None = None) -> bytes:
         ax.set_ylim(0, 1.12)  # headroom for the legend above the full-height bars
         ax.set_yticks(np.linspace(0, 1, 6))
         ax.set_ylabel("share of planned samples")
-        ax.set_title(f"{run.name}: acceptance per direction (all intensities)")
+        ax.set_title(f"{run.name}: acceptance per {by} (all intensities)")
         ax.legend(loc="upper center", ncol=4, fontsize=7, frameon=False)
         fig.tight_layout()
         return _png(fig)
