@@ -17,6 +17,7 @@ import numpy as np
 from synthfer import circumplex
 from synthfer import classes as classes_module
 from synthfer.errors import UsageError
+from synthfer.filters import Decider
 from synthfer.recipe import Recipe, point_key
 
 SPLITS = ("train", "val", "test")
@@ -127,7 +128,7 @@ class Plan:
         n_shards = -(-count // per_shard)
         fractions = recipe.output.splits.model_dump()
         _check_splits(recipe, fractions, count, per_shard, n_shards, len(self.targets))
-        _check_quota_reachable(recipe, self.targets)
+        _check_quota_reachable(self)
         splits = split_sequence(fractions, n_shards)
         self.shards = [
             Shard(s, tuple(range(s * per_shard, min(count, (s + 1) * per_shard))), splits[s])
@@ -135,6 +136,10 @@ class Plan:
         ]
         self.base_shards = len(self.shards)
         self._seeds: dict[int, int] = {}
+
+    def unit_of(self, target: Target) -> str:
+        """What a quota counts: the target's class, or the target itself without classes ("" = none)."""
+        return target.class_name if self.recipe.targets.classes is not None else target.key
 
     @property
     def identities_per_shard(self) -> int:
@@ -213,25 +218,23 @@ def _check_splits(recipe: Recipe, fractions: dict, count: int, per_shard: int, n
                      f"(output.samples_per_shard {recipe.output.samples_per_shard} / {n_targets} targets); {fix}")
 
 
-def _check_quota_reachable(recipe: Recipe, targets: list[Target]) -> None:
+def _check_quota_reachable(plan: "Plan") -> None:
     """A quota unit whose every target lies in a skip band is never rendered, so no number of
     top-up identities can fill it: say so before any image is made."""
+    recipe = plan.recipe
     if recipe.targets.quota is None:
         return
-    skips = [b for b in recipe.filters.failure_bands if b.action == "skip"]
-    by_unit: dict[str, list[Target]] = {}
-    for t in targets:
-        unit = t.class_name if recipe.targets.classes is not None else t.key
-        if unit:
-            by_unit.setdefault(unit, []).append(t)
-    for unit, members in by_unit.items():
-        bands = [next((b for b in skips if t.angle_deg is not None
-                       and circumplex.in_band(t.angle_deg, b.from_deg, b.to_deg)), None) for t in members]
-        if all(b is not None for b in bands):
-            band, what = bands[0], "class" if recipe.targets.classes is not None else "target"
+    decider = Decider(recipe.filters)
+    by_unit: dict[str, list] = {}
+    for t in plan.targets:
+        if unit := plan.unit_of(t):
+            by_unit.setdefault(unit, []).append(decider.band_of(t))
+    for unit, bands in by_unit.items():
+        if all(b is not None and b.action == "skip" for b in bands):
+            what = "class" if recipe.targets.classes is not None else "target"
             raise UsageError(f"targets.quota: {what} {unit!r} can never be met: every target of it lies in a skip "
-                             f"band of filters.failure_bands ({band.from_deg:g}-{band.to_deg:g} deg); drop the "
-                             f"{what}, or give the band action reject or verify")
+                             f"band of filters.failure_bands ({bands[0].from_deg:g}-{bands[0].to_deg:g} deg); drop "
+                             f"the {what}, or give the band action reject or verify")
 
 
 # Rough bytes per pixel of an encoded RGB image, for the size estimate only (faces; the builtin

@@ -17,14 +17,9 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-from synthfer.plan import SPLITS, Plan, Shard, Target, identities_per_shard
+from synthfer.plan import SPLITS, Plan, Shard, identities_per_shard
 
 ACCEPTED_LIKE = ("accepted", "surplus")   # accepted by the filters (surplus only over a quota)
-
-
-def unit_of(target: Target, plan: Plan) -> str:
-    """What a quota counts: the target's class, or the target itself without classes ("" = none)."""
-    return target.class_name if plan.recipe.targets.classes is not None else target.key
 
 
 def quotas(plan: Plan) -> dict[tuple[str, str], int]:
@@ -37,7 +32,7 @@ def quotas(plan: Plan) -> dict[tuple[str, str], int]:
     share = {s: int(math.floor(v)) for s, v in raw.items()}
     for s in sorted(raw, key=lambda s: (share[s] - raw[s], SPLITS.index(s)))[:quota - sum(share.values())]:
         share[s] += 1
-    units = dict.fromkeys(u for t in plan.targets if (u := unit_of(t, plan)))
+    units = dict.fromkeys(u for t in plan.targets if (u := plan.unit_of(t)))
     return {(u, s): n for u in units for s, n in share.items()}
 
 
@@ -63,7 +58,7 @@ def tally(plan: Plan, rows) -> Tally:
     for key, split, status in rows:
         target = plan.target_by_key.get(key)
         if target is not None:
-            t.add(unit_of(target, plan), split, status)
+            t.add(plan.unit_of(target), split, status)
     return t
 
 
@@ -81,8 +76,8 @@ def next_round(plan: Plan, wanted: dict, t: Tally, round_no: int) -> list[Shard]
         units = {u: n for (u, s), n in short.items() if s == split}
         if not units or budget <= 0:
             continue
-        targets = [tg for tg in plan.targets if unit_of(tg, plan) in units]
-        per_identity = Counter(unit_of(tg, plan) for tg in targets)
+        targets = [tg for tg in plan.targets if plan.unit_of(tg) in units]
+        per_identity = Counter(plan.unit_of(tg) for tg in targets)
         need = max(math.ceil(n / (per_identity[u] * _rate(t, u))) for u, n in units.items())
         n = min(need, budget)
         per_shard = identities_per_shard(plan.recipe.output.samples_per_shard, len(targets))
@@ -108,7 +103,7 @@ def surplus(plan: Plan, wanted: dict, rows) -> set[str]:
     for key, target_key, split, status in rows:
         if status not in ACCEPTED_LIKE:
             continue
-        unit = unit_of(plan.target_by_key[target_key], plan)
+        unit = plan.unit_of(plan.target_by_key[target_key])
         if (unit, split) not in wanted:
             continue
         if kept[(unit, split)] < wanted[(unit, split)]:
@@ -122,7 +117,7 @@ def estimate_identities(plan: Plan, wanted: dict, t: Tally) -> int:
     """Identities a fresh build would need for every quota at the acceptance measured so far
     (t from an existing output): the largest need over units and splits."""
     fractions = plan.recipe.output.splits.model_dump()
-    per_identity = Counter(unit_of(tg, plan) for tg in plan.targets)
+    per_identity = Counter(plan.unit_of(tg) for tg in plan.targets)
     need = 0
     for (u, split), n in wanted.items():
         if per_identity[u] and fractions[split] > 0:
