@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -18,6 +19,9 @@ from importlib import resources
 from synthfer import circumplex
 
 NEUTRAL = "neutral"
+# A class name becomes part of sample keys, tar member names and export folder names: WebDataset
+# splits a key at its first dot, and a slash would name another folder.
+CLASS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,9 @@ def resolve(spec, neutral: bool) -> tuple[list[ClassSpec], list[tuple[tuple, str
                              + f"; presets: {', '.join(presets())}, or list class names"))
             return [], problems
         spec = presets()[spec]
+    if not spec:
+        problems.append(((), "no classes: name a preset, list class names or map names to directions"))
+        return [], problems
     if isinstance(spec, list):
         out, seen = [], {}
         for i, name in enumerate(spec):
@@ -100,6 +107,10 @@ def resolve(spec, neutral: bool) -> tuple[list[ClassSpec], list[tuple[tuple, str
     out = []
     owner: dict[str, str] = {}
     for class_id, (name, members) in enumerate(spec.items()):
+        if not isinstance(name, str) or not CLASS_NAME.fullmatch(name):
+            problems.append(((str(name),), f"class name {name!r}: letters, digits, '_' and '-' only (up to 64, "
+                                           "a letter or digit first): it becomes part of sample keys and file names"))
+            continue
         directions, anchors = [], []
         items = members if isinstance(members, list) else [members]
         if name == NEUTRAL and members in ([], None, NEUTRAL):

@@ -103,6 +103,11 @@ def export(out, fmt: str, dest: str | Path, force: bool = False, storage_options
             done.files += [p for p, _ in items]   # before writing: an interruption's record covers them
             target.write_all(items)
             done.images += len(items)
+        if done.images != len(accepted):
+            exported = {Path(p).stem for p in done.files}
+            missing = sorted(k for k in accepted if k not in exported)
+            raise OutputError(f"{source.location}: {len(missing)} of {len(accepted)} accepted images are not in "
+                              f"the committed shards (first: {missing[0]}); run synthfer verify")
         for split, lines in sorted(tables.items()):
             buf = io.StringIO()
             writer = csv.writer(buf, lineterminator="\n")

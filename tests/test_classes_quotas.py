@@ -107,6 +107,27 @@ def test_every_unknown_name_is_reported_at_once_with_hints_by_meaning(cli, write
     assert "targets.classes[3]: 'happiness' is class 'happy', already listed as 'happy'" in bad.stderr
 
 
+def test_class_names_that_would_break_keys_or_paths_and_empty_classes_are_refused(cli, write_recipe):
+    # A class name is part of sample keys and tar member names: a dot splits a WebDataset key, a
+    # slash names another folder. An empty classes value would silently drop the quota.
+    recipe = write_recipe('targets:\n  intensities: [1.0]\n  classes: {"v1.0": [happy], "../esc": [sad], "": [calm], '
+                          'ok_Name-2: [{valence: 0.5, arousal: 0.5}], neutral: []}\n')
+    result = cli("validate", recipe)
+    assert result.exit_code == 2
+    rule = ("letters, digits, '_' and '-' only (up to 64, a letter or digit first): it becomes part of sample keys "
+            "and file names")
+    assert [line.split(": ", 2)[-1] for line in result.stderr.strip().splitlines()] == [
+        f"targets.classes['v1.0']: class name 'v1.0': {rule}",
+        f"targets.classes['../esc']: class name '../esc': {rule}",
+        f"targets.classes['']: class name '': {rule}",
+    ]
+    for empty in ("[]", "{}"):
+        result = cli("validate", write_recipe(f"targets:\n  classes: {empty}\n  quota: 3\n", "e.yaml"))
+        assert result.exit_code == 2
+        assert result.stderr.strip().endswith("targets.classes: no classes: name a preset, list class names or map "
+                                              "names to directions")
+
+
 def test_classes_reach_the_manifest_labels_and_classes_json(reference):
     folder, _, _ = reference
     out = folder / "out"

@@ -290,6 +290,26 @@ def test_affectnet_csv_export_round_trips(tiny, tmp_path, cli):
     assert seen == len(rows)
 
 
+def test_export_fails_when_an_accepted_image_is_missing_from_the_shards(tiny, tmp_path, cli):
+    # A shard that lost an accepted image (edited in place) must not give a quietly smaller export.
+    out = tmp_path / "out"
+    shutil.copytree(tiny, out)
+    tar_path = sorted((out / "data").glob("train-*.tar"))[0]
+    with tarfile.open(tar_path) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    dropped = next(m.name for m, _ in members if m.name.endswith(".png"))
+    with tarfile.open(tar_path, "w") as tar:
+        for m, data in members:
+            if m.name != dropped:
+                tar.addfile(m, io.BytesIO(data))
+    accepted = sum(_accepted(out).values())
+    result = cli("export", out, tmp_path / "if", "--format", "imagefolder")
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip() == (f"Error: {out}: 1 of {accepted} accepted images are not in the committed shards "
+                                     f"(first: {dropped.split('.')[0]}); run synthfer verify")
+    assert json.loads((tmp_path / "if" / ".synthfer-export.json").read_text())["complete"] is False
+
+
 def test_affectnet_export_needs_affectnet_classes(cli, tmp_path):
     from tests.conftest import SMALL
     (tmp_path / "r.yaml").write_text(SMALL)
