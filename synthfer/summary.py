@@ -212,5 +212,7 @@ def _device_name(loaded: LoadedRecipe) -> str:
 def _redacted(override: str) -> str:
     """A --set as run.json records it: output.storage_options may hold credentials (keys,
     secrets, tokens), so its value is never written, as the resolved recipe leaves it out."""
-    key, sep, _ = override.partition("=")
-    return f"{key}=<not recorded>" if sep and key.strip().startswith("output.storage_options") else override
+    key, sep, value = override.partition("=")
+    path = key.strip()
+    secret = path.startswith("output.storage_options") or (path == "output" and "storage_options" in value)
+    return f"{key}=<not recorded>" if sep and secret else override

@@ -148,3 +148,9 @@ def test_storage_options_given_with_set_are_not_recorded_in_run_json(cli, write_
     text = (tmp_path / "out" / "run.json").read_text()
     assert "SECRET" not in text
     assert json.loads(text)["overrides"] == ["output.storage_options=<not recorded>", "seed=8"]
+    whole = cli("build", recipe, "-q", "--output", tmp_path / "whole",
+                "--set", "output={samples_per_shard: 10, splits: {train: 0.5, val: 0.5, test: 0}, "
+                "storage_options: {secret: HUNTER2}}")
+    assert whole.exit_code == 0, whole.output
+    text = (tmp_path / "whole" / "run.json").read_text()
+    assert "HUNTER2" not in text and json.loads(text)["overrides"] == ["output=<not recorded>"]
