@@ -443,6 +443,13 @@ def test_small_mistakes_around_the_output_and_shards_are_named(cli, built, tmp_p
     recipe, out = built
     empty = cli("build", recipe, "--output", "")
     assert _one_error(empty, 2) == "Error: --output: is empty; name a folder (or a URL)"
+    no_path = cli("build", recipe, "--output", "file://")
+    assert _one_error(no_path, 2) == "Error: --output: file:// names no folder; name a folder (or a URL)"
+    # file:///abs is that local folder, not a folder named "file:" beside the recipe
+    as_url = cli("validate", recipe, "--set", f"output.dir=file://{tmp_path / 'via-url'}")
+    assert as_url.exit_code == 0 and as_url.output.strip().endswith(f"-> {tmp_path / 'via-url'}"), as_url.output
+    assert cli("build", recipe, "-q", "--output", f"file://{tmp_path / 'via-url'}").exit_code == 0
+    assert (tmp_path / "via-url" / "manifest.parquet").is_file()
     backwards = cli("build", recipe, "--shards", "3-1")
     assert _one_error(backwards, 2) == "Error: --shards: shard range '3-1' runs backwards; write it low-high, e.g. 1-3"
     (tmp_path / "weights.pt").mkdir()

@@ -135,13 +135,16 @@ def open_folder(location: str | Path, storage_options: dict | None = None) -> Ou
     from synthfer.io.local_folder import LocalFolder
     from synthfer.io.object_folder import ObjectFolder
 
-    location = str(location)
-    if location.startswith("file://"):
-        return LocalFolder(location[len("file://"):])
+    location = without_file_scheme(str(location))
     if "://" in location:
         check_location(location)
         return ObjectFolder(location, storage_options)
     return LocalFolder(location)
+
+
+def without_file_scheme(location: str) -> str:
+    """A `file://` URL as the local path it names (file:///data/x -> /data/x); else as given."""
+    return location[len("file://"):] if location.startswith("file://") else location
 
 
 def is_url(location: str) -> bool:

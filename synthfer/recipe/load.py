@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from synthfer.blocks import PathErrors
 from synthfer.errors import RecipeError, UsageError
-from synthfer.io.folder import check_location, is_url
+from synthfer.io.folder import check_location, is_url, without_file_scheme
 from synthfer.models import catalog, registry
 from synthfer.recipe.loaded import DECISION_KEYS, LoadedRecipe, diff_inputs  # noqa: F401  (re-exported)
 from synthfer.recipe.schema import Recipe
@@ -61,13 +61,15 @@ def load_recipe(path: str | Path, overrides: list[str] = (), output: str | None 
         _apply_override(data, dotted, value, item)
         applied[tuple(dotted)] = f"--set {item}"
     if output is not None:
-        if not output.strip():   # Path("") is the current folder: never what an empty argument meant
-            raise RecipeError(["--output: is empty; name a folder (or a URL)"])
+        if not without_file_scheme(output).strip():   # Path("") is the current folder: never what was meant
+            raise RecipeError([f"--output: {'is empty' if not output.strip() else f'{output} names no folder'}; "
+                               f"name a folder (or a URL)"])
         data.setdefault("output", {})
         if not isinstance(data["output"], dict):
             data["output"] = {}
         # A command-line path means what it says from where the user stands, not from the recipe.
-        data["output"]["dir"] = output if is_url(output) else str(Path(output).expanduser().absolute())
+        local = without_file_scheme(output)
+        data["output"]["dir"] = output if is_url(output) else str(Path(local).expanduser().absolute())
         applied[("output", "dir")] = f"--output {output}"
 
     problems = _apply_presets(data, label, lines, applied)

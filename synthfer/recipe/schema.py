@@ -20,6 +20,7 @@ from synthfer.blocks import IndexedError as _IndexedError
 from synthfer.blocks import PathError as _PathError
 from synthfer.blocks import PathErrors
 from synthfer.blocks import Strict as _Strict
+from synthfer.io.folder import without_file_scheme
 
 FORMAT_VERSION = 2   # io/layout.py: 2 names shards by split and keeps bookkeeping in _synthfer/
 
@@ -211,6 +212,15 @@ class Output(_Strict):
     keep_rejected: bool = False                      # rejected images go to rejected/rejected-*.tar
     lock: Literal["auto", "flock", "lease"] = "auto"  # auto: flock on local folders, a lease on object stores
     storage_options: dict[str, Any] = {}             # passed to fsspec for URLs (endpoint_url, profile, ...)
+
+    @field_validator("dir")
+    @classmethod
+    def _local_file_url(cls, v: str) -> str:
+        # file:///data/x is the local folder /data/x: resolved and locked as one, not as a URL
+        path = without_file_scheme(v)
+        if not path.strip():
+            raise ValueError(f"{v!r} names no folder")
+        return path
 
 
 def _check_device(v: str) -> str:
