@@ -342,6 +342,33 @@ def test_a_build_stops_before_committing_once_its_lease_is_expired_gone_or_taken
             check_lease(folder, CURRENT)
 
 
+def test_a_lease_that_cannot_be_read_for_a_moment_fails_the_commit_not_the_build(tmp_path, monkeypatch):
+    # A store's transient error (503, EIO) reading the build's own lease is an OSError the shard's
+    # retry handles, not "the lease is gone" (exit 75, which cron is told to ignore).
+    import errno
+
+    from synthfer.io.layout import CURRENT
+    from synthfer.io.local_folder import LocalFolder
+    from synthfer.io.lock import Lease, check_lease
+
+    folder = LocalFolder(tmp_path / "out")
+    folder.ensure()
+    with Lease(folder, CURRENT) as lease:
+        rel = CURRENT.lease(lease.generation)
+        real = LocalFolder.read_bytes
+
+        def flaky(self, name):
+            if name == rel:
+                raise OSError(errno.EIO, "Input/output error")
+            return real(self, name)
+
+        monkeypatch.setattr(LocalFolder, "read_bytes", flaky)
+        with pytest.raises(OSError, match="Input/output error"):
+            check_lease(folder, CURRENT)
+        monkeypatch.setattr(LocalFolder, "read_bytes", real)
+        check_lease(folder, CURRENT)
+
+
 def test_a_same_size_damaged_part_under_trust_markers_is_one_line_and_a_full_check_repairs_it(cli, built):
     # --trust-markers compares sizes only, so a part damaged in place reaches the manifest merge:
     # one line naming it and the way out (exit 1), never "internal error"; the sha256 check of a

@@ -255,8 +255,6 @@ class Lease:
                     return
 
     def __exit__(self, *exc) -> None:
-        if self._flock is not None:
-            self._flock.__exit__()
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
@@ -267,6 +265,9 @@ class Lease:
                     self.folder.remove(self.layout.lease(self.generation))
                 except OSError:
                     pass  # it expires by itself
+        if self._flock is not None:   # last: a build that gets the flock finds no live lease
+            self._flock.__exit__()
+            self._flock = None
 
 
 def check_lease(folder: OutputFolder, layout: Layout) -> None:
@@ -283,8 +284,8 @@ def check_lease(folder: OutputFolder, layout: Layout) -> None:
     try:
         info = json.loads(folder.read_bytes(layout.lease(generation)))
         expires = float(info["expires"])
-    except (OSError, ValueError, KeyError, TypeError):
-        expires = None
+    except (FileNotFoundError, NotADirectoryError, ValueError, KeyError, TypeError):
+        expires = None   # gone or damaged; any other OSError (a store's 503) fails this commit, which is retried
     if expires is None or time.time() > expires:
         raise LockedError(f"{folder.location}: this build's lease {'expired' if expires is not None else 'is gone'} (not "
                           f"renewed within {Lease.TTL_S:.0f} s); this build stops so that no two builds write "
