@@ -342,6 +342,27 @@ def test_a_build_stops_before_committing_once_its_lease_is_expired_gone_or_taken
             check_lease(folder, CURRENT)
 
 
+def test_a_local_lease_build_lets_go_of_its_file_lock_only_after_its_lease_is_removed(tmp_path, monkeypatch):
+    # Else a build that gets the file lock in between still sees a live lease and exits 75.
+    from synthfer.io.layout import CURRENT
+    from synthfer.io.local_folder import LocalFolder
+    from synthfer.io.lock import FlockLock, Lease
+
+    folder = LocalFolder(tmp_path / "out")
+    folder.ensure()
+    seen = []
+    release = FlockLock.__exit__
+
+    def watched(self, *exc):
+        seen.append(Lease(folder, CURRENT).current_holder())
+        return release(self, *exc)
+
+    monkeypatch.setattr(FlockLock, "__exit__", watched)
+    with Lease(folder, CURRENT) as lease:
+        assert lease._flock is not None
+    assert seen == [None]
+
+
 def test_a_lease_that_cannot_be_read_for_a_moment_fails_the_commit_not_the_build(tmp_path, monkeypatch):
     # A store's transient error (503, EIO) reading the build's own lease is an OSError the shard's
     # retry handles, not "the lease is gone" (exit 75, which cron is told to ignore).
