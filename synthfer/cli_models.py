@@ -12,7 +12,8 @@ from rich.table import Table
 
 from synthfer.cli_common import RecipeArg, SetOpt, _guard, out
 
-models_app = typer.Typer(help="Inspect, convert and check model weight files.", no_args_is_help=True)
+models_app = typer.Typer(help="Published weights (list, fetch with licence acceptance) and weight files "
+                                 "(info, convert, export-onnx, check against a recipe).", no_args_is_help=True)
 
 
 @models_app.command("info")

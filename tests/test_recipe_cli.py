@@ -154,3 +154,13 @@ def test_storage_options_given_with_set_are_not_recorded_in_run_json(cli, write_
     assert whole.exit_code == 0, whole.output
     text = (tmp_path / "whole" / "run.json").read_text()
     assert "HUNTER2" not in text and json.loads(text)["overrides"] == ["output=<not recorded>"]
+
+
+def test_a_builtin_model_seed_out_of_range_is_a_usage_error(cli, write_recipe):
+    # torch's manual_seed overflows past 64 bits: that was an internal error (exit 70).
+    recipe = write_recipe(SMALL)
+    for role in ("generator", "editor"):
+        result = cli("validate", recipe, "--set", f"models.{role}.seed={2**64}")
+        assert result.exit_code == 2, result.output
+        assert result.stderr.strip() == (f"Error: --set models.{role}.seed={2**64}: models.{role}.seed: must be less "
+                                         f"than 9223372036854775808, got {2**64}")

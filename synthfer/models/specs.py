@@ -19,7 +19,7 @@ class _FileSpec(Strict):
 
 class BuiltinGenerator(_FileSpec):
     kind: Literal["builtin"] = "builtin"              # untrained 64 px stand-in
-    seed: int = Field(0, ge=0)                        # weights' seed
+    seed: int = Field(0, ge=0, lt=2**63)              # weights' seed
     resolution: int = 64                              # image side
     channel_max: int = Field(64, ge=8, le=512)        # channel cap
 
@@ -48,7 +48,7 @@ class StyleGAN2Generator(_CheckpointSpec):
 
 class BuiltinEditor(_FileSpec):
     kind: Literal["builtin"] = "builtin"              # untrained EmoMappingWplus stand-in
-    seed: int = Field(0, ge=0)                        # weights' seed
+    seed: int = Field(0, ge=0, lt=2**63)              # weights' seed
 
 
 class EmoStyleEditor(_CheckpointSpec):
