@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from importlib import resources
+from pathlib import Path
 
 import yaml
 
@@ -93,7 +94,9 @@ def _body(loaded, result, model_info: dict, notes: list[dict], lic: dict) -> str
     lines += ["## How it was made", "", "| role | kind | file | sha256 |", "|---|---|---|---|"]
     kinds = {n["role"]: n["kind"] for n in notes}
     for role, info in model_info.items():
-        lines.append(f"| {role} | {kinds.get(role, '')} | {info.get('file') or 'builtin'} | "
+        # the file's name only: the card is published, the builder's folders are nobody's business
+        # (run.json, which stays with the builder, has the full paths)
+        lines.append(f"| {role} | {kinds.get(role, '')} | {Path(info['file']).name if info.get('file') else 'builtin'} | "
                      f"{info.get('weights_sha256') or info.get('file_sha256')} |")
     f = recipe.filters
     rules = [f"{name} {value}" for name, value in f.model_dump(exclude={"failure_bands"}).items() if value is not None]

@@ -358,8 +358,12 @@ def test_a_card_of_real_weights_is_non_commercial(cli, tmp_path):
         "quality: {kind: builtin}, va: {kind: builtin}}"))
     result = cli("build", tmp_path / "r.yaml", "-q")
     assert result.exit_code == 0, result.output
-    front = (tmp_path / "out" / "README.md").read_text().split("---\n")[1]
+    card = (tmp_path / "out" / "README.md").read_text()
+    front = card.split("---\n")[1]
     assert "license: other\nlicense_name: non-commercial\n" in front and "commercial_use: false" in front
+    # a published card names the weights files, not the builder's folders
+    assert "| generator | stylegan2 | g.pt | " in card and "| editor | emostyle | e.pt | " in card
+    assert str(tmp_path) not in card
 
 
 def test_format_1_outputs_are_read_and_a_build_asks_to_rebuild_them(cli, tmp_path):
