@@ -180,6 +180,11 @@ def export(
         done = run_export(out_dir, fmt, dest, force)
         splits = ", ".join(f"{s} {n}" for s, n in sorted(done.by_split.items()))
         out.print(f"exported {done.images} images ({splits}) as {fmt} to {dest}")
+        if done.empty:
+            shown = ", ".join(done.empty[:8]) + (f" and {len(done.empty) - 8} more" if len(done.empty) > 8 else "")
+            sys.stderr.write(f"Warning: {len(done.empty)} label folder{'s' if len(done.empty) > 1 else ''} with no image, kept so that every "
+                             f"split numbers its classes alike (torchvision's ImageFolder needs "
+                             f"allow_empty=True): {shown}\n")
     _guard(body)
 
 

@@ -45,6 +45,8 @@ class Exported:
     images: int = 0
     by_split: dict = field(default_factory=dict)
     files: list = field(default_factory=list)    # relative names written into DEST
+    folders: list = field(default_factory=list)  # imagefolder: DEST/split/label, one per label in every split
+    empty: list = field(default_factory=list)    # those of them with no image ("train/contempt")
 
 
 def export(out, fmt: str, dest: str | Path, force: bool = False, storage_options: dict | None = None) -> Exported:
@@ -73,7 +75,8 @@ def export(out, fmt: str, dest: str | Path, force: bool = False, storage_options
         """Written first (empty), after an interruption (what is there) and at the end, so --force
         can always replace what this export left."""
         target.write(RECORD, (json.dumps({"source": source.location, "format": fmt, "files": sorted(done.files),
-                                          **({} if complete else {"complete": False})}, indent=1) + "\n").encode())
+                                          "folders": done.folders, **({} if complete else {"complete": False})},
+                                         indent=1) + "\n").encode())
 
     try:
         record(complete=False)
@@ -108,6 +111,8 @@ def export(out, fmt: str, dest: str | Path, force: bool = False, storage_options
             missing = sorted(k for k in accepted if k not in exported)
             raise OutputError(f"{source.location}: {len(missing)} of {len(accepted)} accepted images are not in "
                               f"the committed shards (first: {missing[0]}); run synthfer verify")
+        if fmt == "imagefolder":
+            _label_folders(target, rows, done)
         for split, lines in sorted(tables.items()):
             buf = io.StringIO()
             writer = csv.writer(buf, lineterminator="\n")
@@ -125,6 +130,20 @@ def export(out, fmt: str, dest: str | Path, force: bool = False, storage_options
             pass
         raise
     return done
+
+
+def _label_folders(target: LocalFolder, rows: list[dict], done: Exported) -> None:
+    """Every label's folder in every split, empty where a split has no image of it: ImageFolder
+    numbers the folders it finds alphabetically, so a class missing from one split would shift
+    the numbers of the classes after it there (torchvision then needs allow_empty=True)."""
+    labels = sorted({r["class"] or r["target"] for r in rows})
+    for split in sorted({r["split"] for r in rows if r["split"]}):
+        for label in labels:
+            rel = f"{split}/{label}"
+            done.folders.append(rel)
+            if not target.exists(rel):
+                target.ensure_dir(rel)
+                done.empty.append(rel)
 
 
 def _path(fmt: str, row: dict, ext: str) -> str:
@@ -165,8 +184,17 @@ def _prepare(target: LocalFolder, force: bool) -> None:
             if not isinstance(files, list) or not all(_inside(target.root, rel) for rel in files):
                 raise UsageError(f"{target.location}: {RECORD} is not a synthfer export record (it must list "
                                  f"relative paths inside the folder); nothing removed")
+            folders = record.get("folders", [])
+            if not isinstance(folders, list) or not all(_inside(target.root, rel) for rel in folders):
+                raise UsageError(f"{target.location}: {RECORD} is not a synthfer export record (it must list "
+                                 f"relative paths inside the folder); nothing removed")
             for rel in files:
                 target.remove(rel)
+            # then the folders it made, deepest first, where they are now empty: a label folder
+            # left behind would be a class of the next export
+            parents = {"/".join(rel.split("/")[:n]) for rel in files + folders for n in range(1, rel.count("/") + 1)}
+            for rel in sorted(set(folders) | parents, key=lambda r: (-r.count("/"), r)):
+                target.remove_empty_dir(rel)
         target.ensure()
     except OSError as err:
         raise OutputError(f"{target.location}: {err.strerror or err}") from None

@@ -124,6 +124,13 @@ def warnings(result, recipe) -> list[str]:
         if few:
             out.append(f"{_plural(len(few), unit_word)} with under {100 * WARN_BELOW:.0f}% of their planned "
                        f"samples accepted: {_some(few)}")
+        if recipe.targets.classes is not None:   # a class missing from a split: a classifier never sees it there
+            missing = [f"{unit} ({split})" for unit, splits in sorted(result.by_class.items())
+                       for split, c in sorted(splits.items())
+                       if sum(c.values()) and not c.get("accepted", 0) + c.get("surplus", 0)
+                       and any(s.get("accepted", 0) + s.get("surplus", 0) for s in splits.values())]
+            if missing:
+                out.append(f"{_plural(len(missing), 'class')} with no accepted sample in a split: {_some(missing)}")
     for split, fraction in recipe.output.splits.model_dump().items():
         if fraction > 0 and result.by_split.get(split, {}).get("accepted", 0) == 0:
             out.append(f"split {split}: no accepted sample")

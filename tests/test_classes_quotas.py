@@ -278,6 +278,28 @@ def test_warnings_name_what_failed_and_strict_makes_them_an_exit_code(cli, write
     assert cli("build", recipe, "-q").exit_code == 0   # the same output, thresholds that accept some
 
 
+def test_a_class_with_no_accepted_sample_in_one_split_is_a_warning():
+    # A classifier trained or tested on that split never sees the class; with a quota, the quota
+    # itself decides (exit 4), so no warning there.
+    from types import SimpleNamespace
+
+    import yaml
+
+    from synthfer.recipe.schema import Recipe
+    from synthfer.summary import warnings
+
+    recipe = Recipe.model_validate(yaml.safe_load(QUOTA.replace(", quota: 10", "")))
+    by_class = {"happy": {"train": {"accepted": 9, "rejected": 1}, "val": {"rejected": 2}, "test": {"accepted": 2}},
+                "neutral": {"train": {"accepted": 10}, "val": {"accepted": 2}, "test": {"accepted": 2}},
+                "sad": {"train": {"accepted": 8, "rejected": 2}, "val": {"accepted": 1, "rejected": 1},
+                        "test": {"rejected": 2}}}
+    result = SimpleNamespace(by_class=by_class, by_split={s: {"accepted": 1} for s in ("train", "val", "test")},
+                             by_status={"accepted": 34, "rejected": 8}, by_reason={"low_quality": 8})
+    assert warnings(result, recipe) == ["2 classes with no accepted sample in a split: happy (val), sad (test)"]
+    quota = Recipe.model_validate(yaml.safe_load(QUOTA))
+    assert warnings(result, quota) == []
+
+
 def test_a_quota_class_wholly_in_a_skip_band_is_refused_before_rendering(cli, write_recipe):
     # sad (203 deg) is never rendered under this band, so top-up rounds could never fill it.
     recipe = write_recipe(QUOTA.replace("filters: {", "filters: {failure_bands: [{from_deg: 190, to_deg: 220, "

@@ -269,6 +269,33 @@ def test_imagefolder_export_round_trips(tiny, tmp_path, cli):
     assert {str(p): p.read_bytes() for p in (tmp_path / "if").rglob("*") if p.is_file()} == before   # idempotent
 
 
+def test_imagefolder_export_has_every_class_folder_in_every_split(tiny, tmp_path, cli):
+    # ImageFolder numbers the folders it finds: a class with no image in one split would shift the
+    # numbers of the classes after it there. Every split gets every class; empty ones are named.
+    dest = tmp_path / "if"
+    result = cli("export", tiny, dest, "--format", "imagefolder")
+    assert result.exit_code == 0, result.output
+    rows = pq.read_table(tiny / "manifest.parquet").to_pylist()
+    accepted = Counter((r["split"], r["class"]) for r in rows if r["status"] == "accepted")
+    classes = sorted({r["class"] for r in rows})
+    empty = [f"{split}/{cls}" for split in ("test", "train", "val") for cls in classes if not accepted[split, cls]]
+    assert empty, "the tiny build is meant to leave some class out of some split"
+    for split in ("train", "val", "test"):
+        assert sorted(p.name for p in (dest / split).iterdir()) == classes
+    warning = [line for line in result.stderr.splitlines() if line.startswith("Warning: ")]
+    assert warning == [f"Warning: {len(empty)} label folder{'s' if len(empty) > 1 else ''} with no image, kept so "
+                       f"that every split numbers its classes alike (torchvision's ImageFolder needs "
+                       f"allow_empty=True): {', '.join(empty[:8])}" + (f" and {len(empty) - 8} more" if len(empty) > 8
+                                                                         else "")]
+    # --force over an export with other labels leaves none of its folders behind
+    record = dest / ".synthfer-export.json"
+    data = json.loads(record.read_text())
+    (dest / "train" / "stale").mkdir()
+    record.write_text(json.dumps(dict(data, folders=data["folders"] + ["train/stale"])))
+    assert cli("export", tiny, dest, "--format", "imagefolder", "--force").exit_code == 0
+    assert sorted(p.name for p in (dest / "train").iterdir()) == classes
+
+
 def test_affectnet_csv_export_round_trips(tiny, tmp_path, cli):
     assert cli("export", tiny, tmp_path / "an", "--format", "affectnet-csv").exit_code == 0
     rows = {r["key"]: r for r in pq.read_table(tiny / "manifest.parquet").to_pylist() if r["status"] == "accepted"}

@@ -81,6 +81,10 @@ class LocalFolder(OutputFolder):
                               str(path))
         return path
 
+    def ensure_dir(self, rel_dir: str) -> None:
+        """The folder `rel_dir` below the root, made if missing (through no symbolic link)."""
+        self._folder(rel_dir)
+
     def temp_name(self, rel: str) -> Path:
         folder, _, name = rel.rpartition("/")
         return self._folder(folder) / f".{name}{TMP_TAG}{self.token or self.new_token()}"
