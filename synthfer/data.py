@@ -7,18 +7,22 @@
 
 The shards of a split are the committed ones its markers list (never a half-written or unmarked
 file), at a local path or any fsspec URL (`s3://...`; credentials as for the build). Any image
-format (png, jpg, webp). Every worker of a DataLoader reads its own shards; a worker without one
-(val and test are often a single shard) simply yields nothing instead of failing. Shuffling
-mixes identities: shard order is shuffled, `mix` shards are read at once with their samples
-interleaved, and a `buffer` of samples is shuffled (each shard holds whole identities, so
-without this a batch would hold a handful of people).
+format (png, jpg, webp). Shuffling mixes identities: shard order is shuffled, `mix` shards are
+read at once with their samples interleaved, and a `buffer` of samples is shuffled (each shard
+holds whole identities, so without this a batch would hold a handful of people).
+
+DataLoader workers: a DataLoader takes each batch from one worker, so a worker must mix as many
+identities as one process would. With at least `mix` shards per worker, each worker reads its
+own shards; with fewer (small splits), every worker reads the split's shards in the same order
+and keeps every N-th sample, decoding only those. Either way each sample comes once per pass.
 """
 
 from __future__ import annotations
 
 import io
 import json
-from itertools import cycle
+import random
+from itertools import cycle, islice
 
 import numpy as np
 import torch
@@ -72,41 +76,64 @@ def dataset(out, split: str = "train", label: str = "va", image_size: int | None
     if label != "va" and not folder.exists(layout_of(folder).classes):   # class_id would be -1 everywhere
         raise UsageError(f"label: {label!r} needs classes, and {folder.location} was built without "
                          f"targets.classes (it has no classes.json); use label='va'")
-    # Split before shuffling: with seed None each worker process draws its own order, so a
-    # shuffle ahead of the split would hand workers overlapping shards.
-    stages = [wds.SimpleShardList(urls), wds.split_by_worker]
-    if shuffle:
-        stages.append(wds.shuffle(len(urls), initial=len(urls), seed=seed))
-    stages.append(_interleave(mix if shuffle else 1))
+    stages = [wds.SimpleShardList(urls), _worker_share(mix if shuffle else 1, shuffle, seed)]
     if shuffle:
         stages.append(wds.shuffle(buffer, initial=buffer, seed=seed))
     stages.append(wds.map(_item(label, image_size)))
     return wds.DataPipeline(*stages)
 
 
-def _interleave(mix: int):
-    """A pipeline stage: read up to `mix` shards at once and take their samples in turn."""
-    import webdataset as wds
+def _worker_share(mix: int, shuffle: bool, seed: int | None):
+    """A pipeline stage: this worker's samples of the shards, interleaved `mix` at a time. The
+    shard order is shuffled with a seed every worker of a pass shares (the caller's, or the
+    DataLoader's base seed of this pass), so the workers' shares are disjoint and complete."""
+    passes = [0]
 
     def stage(shards):
-        shards = iter(shards)
-        streams = []
-        for _ in range(mix):
+        shards = list(shards)
+        info = torch.utils.data.get_worker_info()
+        workers, me = (info.num_workers, info.id) if info is not None else (1, 0)
+        if shuffle:
+            passes[0] += 1
+            if seed is not None:
+                order_seed = seed
+            elif info is not None:   # worker seeds are the pass's base seed + worker id
+                order_seed = (info.seed - info.id) * 1_000_003 + passes[0]
+            else:
+                order_seed = None
+            random.Random(order_seed).shuffle(shards)
+        if len(shards) >= mix * workers:
+            yield from _interleave(shards[me::workers], mix)
+        else:   # every shard's samples me, me + N, ...: each worker sees every shard's identities
+            yield from _interleave(shards, mix, start=me, step=workers)
+    return stage
+
+
+def _interleave(shards: list, mix: int, start: int = 0, step: int = 1):
+    """Read up to `mix` shards at once and take their samples in turn; of each shard, the samples
+    start, start + step, ... (the others are read past, not decoded)."""
+    import webdataset as wds
+
+    def open_shard(shard):
+        return islice(wds.tarfile_to_samples()([shard]), start, None, step)
+
+    shards = iter(shards)
+    streams = []
+    for _ in range(mix):
+        nxt = next(shards, None)
+        if nxt is not None:
+            streams.append(open_shard(nxt))
+    while streams:
+        for stream in cycle(list(streams)):
+            sample = next(stream, None)
+            if sample is not None:
+                yield sample
+                continue
+            streams.remove(stream)
             nxt = next(shards, None)
             if nxt is not None:
-                streams.append(iter(wds.tarfile_to_samples()([nxt])))
-        while streams:
-            for stream in cycle(list(streams)):
-                sample = next(stream, None)
-                if sample is not None:
-                    yield sample
-                    continue
-                streams.remove(stream)
-                nxt = next(shards, None)
-                if nxt is not None:
-                    streams.append(iter(wds.tarfile_to_samples()([nxt])))
-                break
-    return stage
+                streams.append(open_shard(nxt))
+            break
 
 
 def _item(label: str, image_size: int | None):

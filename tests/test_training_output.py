@@ -178,6 +178,37 @@ def test_several_workers_read_every_sample_once(tiny, seed):
         assert digests(loader) == once
 
 
+def test_each_worker_of_a_small_split_mixes_every_shard(tmp_path):
+    # A DataLoader takes a batch from one worker: with fewer shards than mix x workers, a worker
+    # holding only its own shards would batch half the identities. Each worker takes every N-th
+    # sample of every shard instead; with enough shards, each reads its own.
+    import synthfer.data as sd
+
+    (tmp_path / "recipe.yaml").write_text(TINY.replace("FORMAT", "png").replace("count: 6", "count: 8").replace(
+        "filters: {min_quality: 20, max_direction_error_deg: 60}\n", "").replace(
+        "keep_rejected: true", "keep_rejected: false, splits: {train: 1, val: 0, test: 0}"))
+    from synthfer.build import build
+    from synthfer.recipe import load_recipe
+
+    build(load_recipe(tmp_path / "recipe.yaml"))
+    out = tmp_path / "out"
+    assert len(list((out / "data").glob("train-*.tar"))) == 8 and _accepted(out)["train"] == 32
+
+    def batches(ds):
+        ds.pipeline[-1] = lambda src: (s["__key__"] for s in src)
+        return list(torch.utils.data.DataLoader(ds, batch_size=1000, num_workers=2, collate_fn=list))
+
+    everyone = {f"{i:07d}" for i in range(8)}
+    for seed in (None, 3):
+        mixed = batches(sd.dataset(out, seed=seed))   # 8 shards < 8 x 2 workers
+        assert len(mixed) == 2 and all({k.split("_", 1)[0] for k in b} == everyone for b in mixed)
+        keys = [k for b in mixed for k in b]
+        assert len(keys) == len(set(keys)) == 32
+    own = batches(sd.dataset(out, seed=1, mix=2))   # 8 shards >= 2 x 2 workers: each reads its own 4
+    owners = [{k.split("_", 1)[0] for k in b} for b in own]
+    assert [len(o) for o in owners] == [4, 4] and owners[0] | owners[1] == everyone
+
+
 @pytest.fixture(scope="module")
 def by_format(tiny, tmp_path_factory):
     built = {"png": tiny}
