@@ -128,12 +128,12 @@ class Plan:
         n_shards = -(-count // per_shard)
         fractions = recipe.output.splits.model_dump()
         _check_splits(recipe, fractions, count, per_shard, n_shards, len(self.targets))
-        _check_quota_reachable(self)
         splits = split_sequence(fractions, n_shards)
         self.shards = [
             Shard(s, tuple(range(s * per_shard, min(count, (s + 1) * per_shard))), splits[s])
             for s in range(n_shards)
         ]
+        _check_quota_reachable(self)
         self.base_shards = len(self.shards)
         self._seeds: dict[int, int] = {}
 
@@ -224,17 +224,35 @@ def _check_quota_reachable(plan: "Plan") -> None:
     recipe = plan.recipe
     if recipe.targets.quota is None:
         return
+    from synthfer.quota import quotas   # quota.py builds on Plan
+
     decider = Decider(recipe.filters)
+    what = "class" if recipe.targets.classes is not None else "target"
     by_unit: dict[str, list] = {}
     for t in plan.targets:
         if unit := plan.unit_of(t):
             by_unit.setdefault(unit, []).append(decider.band_of(t))
     for unit, bands in by_unit.items():
         if all(b is not None and b.action == "skip" for b in bands):
-            what = "class" if recipe.targets.classes is not None else "target"
             raise UsageError(f"targets.quota: {what} {unit!r} can never be met: every target of it lies in a skip "
                              f"band of filters.failure_bands ({bands[0].from_deg:g}-{bands[0].to_deg:g} deg); drop "
                              f"the {what}, or give the band action reject or verify")
+    # Even if every image were accepted: an identity belongs to one split and gives a unit at most
+    # one image per rendered target of it, and a split keeps the identities the plan gave it.
+    rendered = {u: sum(b is None or b.action != "skip" for b in bands) for u, bands in by_unit.items()}
+    need, base = {}, {}
+    for (unit, split), n in quotas(plan).items():
+        need[split] = max(need.get(split, 0), -(-n // rendered[unit]))
+    for shard in plan.shards:
+        base[shard.split] = base.get(shard.split, 0) + len(shard.identities)
+    total = sum(max(base.get(s, 0), need.get(s, 0)) for s in SPLITS)
+    cap = recipe.identities.cap
+    if total > cap:
+        limit = (f"identities.max_count {cap}" if recipe.identities.max_count is not None
+                 else f"identities.max_count (default 10 x identities.count = {cap})")
+        raise UsageError(f"targets.quota: {recipe.targets.quota} per {what} cannot be met within {limit}: even if "
+                         f"every image were accepted it takes {total} identities; raise identities.max_count or lower "
+                         f"the quota")
 
 
 # Rough bytes per pixel of an encoded RGB image, for the size estimate only (faces; the builtin

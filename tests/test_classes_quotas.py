@@ -225,11 +225,12 @@ def test_the_report_counts_surplus_rows_as_planned(cli, tmp_path, reference):
 
 
 def test_a_quota_out_of_reach_ends_with_exit_4_naming_the_short_classes(cli, write_recipe, tmp_path):
-    recipe = write_recipe(QUOTA.replace("max_count: 200", "max_count: 14"))
+    # 16 identities could hold the quota (8 train + 4 val + 4 test) if every image passed
+    recipe = write_recipe(QUOTA.replace("max_count: 200", "max_count: 16"))
     result = cli("build", recipe, "--log-format", "json")
-    assert result.exit_code == 4
+    assert result.exit_code == 4, result.output
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("Error: quota not met within identities.max_count (14): ")
+    assert last.startswith("Error: quota not met within identities.max_count (16): ")
     assert "short by" in last and last.endswith("; raise identities.max_count or loosen the filters")
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["event"] == "summary" and summary["complete"] is False and summary["quota_short"]
@@ -276,6 +277,20 @@ def test_warnings_name_what_failed_and_strict_makes_them_an_exit_code(cli, write
     assert "Warning: filter low_quality rejected every rendered sample (36 of 36)" in lines
     assert lines[-1] == "Error: --strict: the build finished with 5 warnings"
     assert cli("build", recipe, "-q").exit_code == 0   # the same output, thresholds that accept some
+
+
+def test_a_quota_beyond_max_count_even_at_full_acceptance_is_refused_before_rendering(cli, write_recipe):
+    # neutral has one target per identity: 10 per class (8 train, 1 val, 1 test with 80/10/10)
+    # takes at least 10 identities however good the images are.
+    # The 12 first identities are 4 per split; quota 10 is 8 train, 1 val, 1 test: at least 8 + 4 + 4.
+    recipe = write_recipe(QUOTA.replace("max_count: 200", "max_count: 15"))
+    for command in ("validate", "build"):
+        result = cli(command, recipe)
+        assert result.exit_code == 2, result.output
+        assert error_lines(result.stderr) == [
+            "Error: targets.quota: 10 per class cannot be met within identities.max_count 15: even if every image "
+            "were accepted it takes 16 identities; raise identities.max_count or lower the quota"]
+    assert cli("validate", write_recipe(QUOTA.replace("max_count: 200", "max_count: 16"), "ok.yaml")).exit_code == 0
 
 
 def test_a_class_with_no_accepted_sample_in_one_split_is_a_warning():
