@@ -204,6 +204,30 @@ def test_a_shards_rerun_of_a_finished_quota_build_keeps_its_top_ups_in_the_manif
     assert verify.exit_code == 0 and verify.stdout.startswith("OK:"), verify.output
 
 
+def test_the_report_names_class_anchors_instead_of_raw_points(cli, tmp_path, reference):
+    # happy and sad are AffectNet anchors, off the named circumplex directions: each is its own
+    # direction group at its angle, on the intensity sheets, and not in "named directions".
+    import pandas as pd
+
+    from synthfer.classes import anchor
+    from synthfer.circumplex import polar_from_va
+
+    folder, _, _ = reference
+    out = tmp_path / "out"
+    shutil.copytree(folder / "out", out)
+    assert cli("report", out).exit_code == 0
+    metrics = pd.read_csv(out / "report" / "metrics.csv")
+    by_direction = metrics[(metrics["subset"] == "measured") & (metrics["grouping"] == "direction")]
+    assert list(by_direction["group"]) == ["happy anchor", "sad anchor", "neutral"]
+    angles = dict(zip(by_direction["group"], by_direction["angle_deg"]))
+    for cls in ("happy", "sad"):
+        assert angles[f"{cls} anchor"] == pytest.approx(polar_from_va(*anchor(cls))[0])
+    assert "named directions" not in set(metrics["group"])
+    sheets = sorted(p.name for p in (out / "report").glob("sheet-*.png"))
+    assert sheets == ["sheet-100.png", "sheet-worst.png"]
+    assert "| happy anchor |" in (out / "report" / "metrics.md").read_text()
+
+
 def test_the_report_counts_surplus_rows_as_planned(cli, tmp_path, reference):
     # Surplus rows passed every filter but are over their quota: the report's acceptance tables
     # count them (planned = every manifest row) and name them, instead of leaving them out.

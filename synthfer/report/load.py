@@ -26,6 +26,7 @@ from synthfer.io.lock import probe
 from synthfer.io.manifest import read_manifest
 
 NEUTRAL, POINTS = "neutral", "points"
+ANCHOR = " anchor"   # "disgust anchor": the direction group of a class anchor off the named directions
 # surplus: passed every filter but over its quota, so kept out of the training set
 STATUSES = ("accepted", "surplus", "rejected", "skipped")
 # The paper's failure region (bored .. serene), shown when the recipe set no bands of its own so
@@ -175,7 +176,7 @@ def _bands(recipe: dict | None) -> list[BandSpec]:
 def direction_of(target: str, angle: float | None) -> str:
     """The named direction a target belongs to: the one its key names or its angle is (within
     0.05 deg); raw points, class anchors elsewhere and anything unnamed are "points", the
-    unedited identity "neutral"."""
+    unedited identity "neutral". (_add_groups then gives a class anchor its own group.)"""
     if target == NEUTRAL or angle is None or not np.isfinite(angle):
         return NEUTRAL
     if target.startswith("va-"):
@@ -198,16 +199,22 @@ def _add_groups(frame: pd.DataFrame, bands: list[BandSpec]) -> None:
     """direction, intensity and in_band_<i> columns, computed per distinct target and mapped."""
     order = {e.name: i for i, e in enumerate(circumplex.emotions())}
     angles = {e.name: e.angle_deg for e in circumplex.emotions()}
-    uniq = frame[["target", "target_angle_deg", "target_intensity"]].drop_duplicates("target")
+    uniq = frame[["target", "target_angle_deg", "class"]].drop_duplicates("target")
     direction, in_band = {}, {i: {} for i in range(len(bands))}
-    for target, angle, _ in uniq.itertuples(index=False):
+    anchors: dict[str, float] = {}   # a class's anchor off the named directions: its own group
+    for target, angle, cls in uniq.itertuples(index=False):
         angle = None if pd.isna(angle) else float(angle)
         direction[target] = direction_of(target, angle)
+        if direction[target] == POINTS and cls and not target.startswith("va-"):
+            direction[target] = f"{cls}{ANCHOR}"
+            anchors.setdefault(direction[target], angle)
         for i, b in enumerate(bands):
             # circumplex.in_band is what the decide stage uses, wrap-around through 0 included
             in_band[i][target] = angle is not None and circumplex.in_band(angle, b.from_deg, b.to_deg)
     present = set(direction.values())
-    cats = sorted((d for d in present if d in order), key=order.get) + [d for d in (POINTS, NEUTRAL) if d in present]
+    cats = (sorted((d for d in present if d in order), key=order.get) + sorted(anchors, key=anchors.get)
+            + [d for d in (POINTS, NEUTRAL) if d in present])
+    angles.update(anchors)
     frame["direction"] = pd.Categorical(frame["target"].map(direction), categories=cats, ordered=True)
     frame["direction_angle"] = frame["target"].map({t: angles.get(d, np.nan) for t, d in direction.items()})
     per_target = {t: intensity_label(s, t) for t, s in

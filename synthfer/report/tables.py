@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from synthfer import circumplex, metrics
-from synthfer.report.load import NEUTRAL, POINTS, STATUSES, Run
+from synthfer import metrics
+from synthfer.report.load import ANCHOR, NEUTRAL, POINTS, STATUSES, Run
 
 # (column, table header, decimals): the paper's columns, in its order.
 PAPER_COLUMNS = (
@@ -49,7 +49,7 @@ def _layers(run: Run, grouping: str) -> list[pd.Series]:
         outside = (~np.logical_or.reduce(inside) if inside else np.ones(len(f), bool)) & directed
         return layers + [pd.Series(np.where(outside, OUTSIDE_BANDS, None), index=f.index)]
     if grouping == "overall":
-        named = ~f["direction"].isin([POINTS, NEUTRAL]).to_numpy()
+        named = (~f["direction"].isin([POINTS, NEUTRAL]) & ~f["direction"].astype(str).str.endswith(ANCHOR)).to_numpy()
         return [pd.Series(ALL, index=f.index), pd.Series(np.where(named, NAMED, None), index=f.index)]
     raise ValueError(grouping)
 
@@ -93,7 +93,7 @@ def metrics_frame(run: Run) -> pd.DataFrame:
                 block["acceptance_rate"] = (status["accepted"] / planned.where(planned > 0)).astype(np.float64)
                 for r in reason_names:
                     block[f"reason_{r}"] = reasons[r]
-                block.insert(0, "angle_deg", [_angle(grouping, g) for g in groups])
+                block.insert(0, "angle_deg", [_angle(run, grouping, g) for g in groups])
                 block = block.reset_index()
                 block.insert(0, "grouping", grouping)
                 block.insert(0, "subset", subset)
@@ -106,11 +106,12 @@ def metrics_frame(run: Run) -> pd.DataFrame:
     return frame.sort_values("_s", kind="stable").drop(columns="_s").reset_index(drop=True)
 
 
-def _angle(grouping: str, group) -> float:
+def _angle(run: Run, grouping: str, group) -> float:
+    """A direction group's angle: a named direction's, or a class anchor's (nan otherwise)."""
     if grouping != "direction":
         return np.nan
-    e = circumplex.find(str(group))
-    return e.angle_deg if e is not None else np.nan
+    rows = run.frame.loc[run.frame["direction"] == group, "direction_angle"]
+    return float(rows.iloc[0]) if len(rows) else np.nan
 
 
 def compare_frame(this: pd.DataFrame, other: pd.DataFrame) -> pd.DataFrame:
@@ -253,10 +254,9 @@ def angle_intensity_section(run: Run) -> Section | None:
     levels = [lv for lv in m["intensity"].cat.categories if (m["intensity"] == lv).any()]
     rows = []
     for d in [c for c in m["direction"].cat.categories if (m["direction"] == c).any()]:
-        e = circumplex.find(str(d))
         cells = [f"{mean[(d, lv)]:.1f} ± {sd[(d, lv)]:.1f} ({n[(d, lv)]})" if (d, lv) in mean.index else "–"
                  for lv in levels]
-        rows.append([str(d), _num(e.angle_deg if e else np.nan, 1)] + cells)
+        rows.append([str(d), _num(_angle(run, "direction", d), 1)] + cells)
     return Section("Direction error per direction and intensity", ["direction", "angle"]
                    + [f"intensity {lv}" for lv in levels], rows,
                    "Mean ± SD (n) of the direction error in degrees over measured samples, as the paper's "
