@@ -164,3 +164,10 @@ def test_a_builtin_model_seed_out_of_range_is_a_usage_error(cli, write_recipe):
         assert result.exit_code == 2, result.output
         assert result.stderr.strip() == (f"Error: --set models.{role}.seed={2**64}: models.{role}.seed: must be less "
                                          f"than 9223372036854775808, got {2**64}")
+
+
+def test_a_sum_a_set_broke_names_the_set_and_the_recipe_line(cli, write_recipe):
+    path = write_recipe("output:\n  splits: {train: 0.8, val: 0.1, test: 0.1}\n")
+    lines = _error_lines(cli("validate", path, "--set", "output.splits.train=0.5"))
+    assert lines == [f"Error: {path}:2 with --set output.splits.train=0.5: output.splits: train + val + test must "
+                     f"be 1, got 0.7"]

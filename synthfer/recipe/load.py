@@ -224,10 +224,13 @@ def _where(label: str, lines: dict, applied: dict, loc: tuple) -> str:
     for path, source in applied.items():  # a --set that created this field (or something below it)
         if bare and path[:len(bare)] == bare and bare not in lines:
             return source
+    # the recipe's line, and any --set below the field that took part (a sum over splits)
+    below = [source for path, source in applied.items() if bare and path[:len(bare)] == bare]
+    with_sets = f" with {', '.join(below)}" if below else ""
     for n in range(len(loc), -1, -1):
         if loc[:n] in lines:
-            return f"{label}:{lines[loc[:n]]}"
-    return label
+            return f"{label}:{lines[loc[:n]]}{with_sets}"
+    return label + with_sets
 
 
 def _field_path(loc: tuple) -> str:
