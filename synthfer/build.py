@@ -136,6 +136,7 @@ def build(loaded: LoadedRecipe, shards: str | None = None, reporter: Reporter | 
     with _storage(folder, "cannot create the output folder"):
         folder.ensure()
     with output_lock(folder, layout, recipe.output.lock) as lock, signals.handled():
+        _refuse_linked_folders(folder, layout)
         with _storage(folder, "cannot write"):
             if layout is not CURRENT:   # --mode overwrite of an older format: its files go first
                 reporter.note(f"--mode overwrite: removing the format-{layout.version} build in {folder.location}")
@@ -208,11 +209,24 @@ def _json(obj) -> bytes:
 
 @contextmanager
 def _storage(folder, doing: str, after: str = ""):
-    """OSError from the output folder -> one line naming the folder."""
+    """OSError from the output folder -> one line naming the folder (or the file, when it says)."""
     try:
         yield
     except OSError as err:
-        raise OutputError(f"{folder.location}: {doing}: {err.strerror or first_line(err)}{after}") from None
+        where = err.filename if isinstance(err.filename, str) and err.strerror else folder.location
+        raise OutputError(f"{where}: {doing}: {err.strerror or first_line(err)}{after}") from None
+
+
+def _refuse_linked_folders(folder, layout) -> None:
+    """Before anything is removed or written: a folder synthfer keeps in an output may not be a
+    symbolic link (a linked data/ would have another output's shards cleared or overwritten)."""
+    if not folder.is_local:
+        return
+    for rel in dict.fromkeys(d for d in (*layout.data_dirs, *CURRENT.data_dirs) if d):
+        path = folder.root / rel
+        if path.is_symlink():
+            raise UsageError(f"{path}: is a symbolic link; synthfer never follows links in an output: make it a "
+                             f"folder, or build elsewhere")
 
 
 def _read_state(store: ShardStore):

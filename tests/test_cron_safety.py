@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -78,14 +79,46 @@ def test_links_planted_at_final_names_or_folders_redirect_nothing(cli, built, tm
     (out / "run.json").symlink_to(victim)
     assert cli("build", recipe, "-q").exit_code == 0
     assert victim.read_text() == "precious" and not (out / "run.json").is_symlink()   # replaced, not followed
+    # a linked folder (another output's data/, a shared report/): refused before anything is
+    # removed, by a resume as by an overwrite, and nothing behind the link is touched
     elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    os.rename(out / "data", tmp_path / "old-data")
+    shutil.copytree(out / "data", elsewhere)
+    (elsewhere / ".train-000050.tar.tmp-abcdef").write_text("someone else's")
+    before = {p.name: p.read_bytes() for p in elsewhere.iterdir()}
+    shutil.rmtree(out / "data")
     (out / "data").symlink_to(elsewhere)
-    line = _one_error(cli("build", recipe, "-q", "--mode", "overwrite"), 1)
-    assert line == (f"Error: {out}: write failed: {out / 'data'}: is a symbolic link, not a folder; committed "
-                    f"shards are intact")
-    assert list(elsewhere.iterdir()) == []
+    for mode in ("resume", "overwrite"):
+        line = _one_error(cli("build", recipe, "-q", "--mode", mode), 2)
+        assert line == (f"Error: {out / 'data'}: is a symbolic link; synthfer never follows links in an output: "
+                        f"make it a folder, or build elsewhere")
+        assert {p.name: p.read_bytes() for p in elsewhere.iterdir()} == before
+    (out / "data").unlink()
+    shared = tmp_path / "shared-report"
+    shared.mkdir()
+    (shared / "report.html").write_text("mine")
+    (out / "report").symlink_to(shared)
+    assert _one_error(cli("build", recipe, "-q", "--mode", "overwrite"), 2).startswith(f"Error: {out / 'report'}: ")
+    assert (shared / "report.html").read_text() == "mine"
+
+
+def test_the_local_folder_refuses_a_linked_folder_on_the_way_to_any_file(tmp_path):
+    # The last line of defence under every caller: list, read, remove and write below a link.
+    from synthfer.io.local_folder import LocalFolder
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "train-000000.tar").write_bytes(b"theirs")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "data").symlink_to(other)
+    folder = LocalFolder(tmp_path / "out")
+    for call in (lambda: folder.list("data"), lambda: folder.read_bytes("data/train-000000.tar"),
+                 lambda: folder.remove("data/train-000000.tar"), lambda: folder.write("data/new.tar", b"x"),
+                 lambda: folder.remove_temporaries(["data"])):
+        with pytest.raises(OSError) as err:
+            call()
+        assert err.value.errno == errno.ELOOP and err.value.filename == str(tmp_path / "out" / "data")
+    assert sorted(p.name for p in other.iterdir()) == ["train-000000.tar"]
+    assert (other / "train-000000.tar").read_bytes() == b"theirs"
 
 
 # ---------------------------------------------------------------- folders that are not synthfer's

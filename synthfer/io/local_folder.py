@@ -24,7 +24,22 @@ class LocalFolder(OutputFolder):
         return f"LocalFolder({self.location!r})"
 
     def _path(self, rel: str) -> Path:
-        return self.root / rel if rel else self.root
+        """root/rel, refusing a symbolic link among the folders between them: a `data/` linked to
+        another output must not have that output's files listed, read, replaced or removed."""
+        if not rel:
+            return self.root
+        path = self.root
+        for part in rel.split("/")[:-1]:
+            path = path / part
+            _no_link(path)
+        return path / rel.rsplit("/", 1)[-1]
+
+    def _folder_path(self, rel: str) -> Path:
+        """A folder to list: itself no symbolic link either."""
+        path = self._path(rel)
+        if rel:
+            _no_link(path)
+        return path
 
     def exists(self, rel: str) -> bool:
         try:
@@ -54,7 +69,7 @@ class LocalFolder(OutputFolder):
 
     def list(self, rel: str = "") -> list[Entry]:
         try:
-            with os.scandir(self._path(rel)) as it:
+            with os.scandir(self._folder_path(rel)) as it:
                 return sorted((Entry(e.name, e.is_dir(follow_symlinks=False)) for e in it), key=lambda e: e.name)
         except (FileNotFoundError, NotADirectoryError):
             return []
@@ -175,6 +190,15 @@ class LocalFolder(OutputFolder):
                 self.remove(child)
                 removed.append(child)
         return removed
+
+
+def _no_link(path: Path) -> None:
+    try:
+        if stat.S_ISLNK(os.lstat(path).st_mode):
+            raise OSError(errno.ELOOP, "is a symbolic link, not a folder (synthfer never follows links in an "
+                                       "output)", str(path))
+    except (FileNotFoundError, NotADirectoryError):
+        pass   # not there (yet): nothing is followed
 
 
 def fsync_dir(folder: Path) -> None:
