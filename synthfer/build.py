@@ -213,7 +213,8 @@ def _storage(folder, doing: str, after: str = ""):
     try:
         yield
     except OSError as err:
-        where = err.filename if isinstance(err.filename, str) and err.strerror else folder.location
+        inside = isinstance(err.filename, str) and err.filename.startswith(folder.location + "/")
+        where = err.filename if inside and err.strerror else folder.location
         raise OutputError(f"{where}: {doing}: {err.strerror or first_line(err)}{after}") from None
 
 

@@ -169,7 +169,7 @@ def test_storage_errors_are_classified_by_status_not_by_their_text():
     # remove would then pass silently) nor a lease number 412 as "taken".
     import errno
 
-    from synthfer.io.object_folder import _call
+    from synthfer.io.object_folder import _classified as _call
 
     class ClientError(Exception):           # botocore's shape
         def __init__(self, status, code, message):
@@ -200,6 +200,41 @@ def test_storage_errors_are_classified_by_status_not_by_their_text():
             assert type(got.value) is OSError and got.value.errno == errno.EIO, err
         else:
             assert isinstance(got.value, kind), err
+
+
+def test_a_store_that_fails_again_and_again_stops_the_build_and_a_blip_does_not(monkeypatch):
+    # A call is tried ATTEMPTS times; a store that never answers is StoreUnavailable, which stops
+    # the build (each shard would fail alike and be rendered again for nothing); a timeout counts.
+    import errno
+
+    from synthfer.executors.core import classify
+    from synthfer.io import object_folder
+    from synthfer.io.object_folder import StoreUnavailable, _call
+
+    monkeypatch.setattr(object_folder, "BACKOFF_S", (0.0,))
+    calls = []
+
+    def flaky(fails, exc):
+        def fn(**kwargs):
+            calls.append(kwargs)
+            if len(calls) <= fails:
+                raise exc
+            return "ok"
+        return fn
+
+    assert _call(flaky(2, RuntimeError("Could not connect to the endpoint URL"))) == "ok" and len(calls) == 3
+    calls.clear()
+    with pytest.raises(StoreUnavailable) as err:
+        _call(flaky(9, TimeoutError()), timeout=61.0)
+    assert len(calls) == object_folder.ATTEMPTS and err.value.errno == errno.EIO
+    assert err.value.strerror == "the object store failed 3 times in a row: no answer within 61 s"
+    failure = classify(err.value, "shard-000002")
+    assert failure.fatal and failure.message == ("shard-000002: the object store failed 3 times in a row: no answer "
+                                                 "within 61 s; committed shards are intact")
+    calls.clear()
+    with pytest.raises(FileNotFoundError):   # an answer: not tried again
+        _call(flaky(9, FileNotFoundError(errno.ENOENT, "gone")))
+    assert len(calls) == 1
 
 
 def test_an_object_store_url_without_a_bucket_is_one_line(cli):

@@ -4,10 +4,23 @@ with one PUT under its final name, listings never cached."""
 from __future__ import annotations
 
 import errno
+import time
 from typing import BinaryIO, Iterable
 
 from synthfer.errors import SynthferError, UsageError
 from synthfer.io.folder import Entry, OutputFolder
+
+# A storage call that has not answered in this long failed (a PUT gets 1 s more per MiB): a
+# stalled store must end the build with a message, not hang it, and the bound stays below a
+# lease's 120 s so a build that stalled stops before another may take its output over.
+CALL_TIMEOUT_S = 60.0
+ATTEMPTS = 3                 # a call that fails for another reason than "not found" / "exists"
+BACKOFF_S = (1.0, 4.0)       # is tried again after these pauses before the build gives up
+
+
+class StoreUnavailable(OSError):
+    """The object store did not answer (or failed) ATTEMPTS times in a row: every shard would
+    fail the same way, so the build stops instead of rendering each one again."""
 
 
 
@@ -43,28 +56,36 @@ class ObjectFolder(OutputFolder):
             self._fs = _call(make)
         return self._fs
 
+    def _op(self, name: str, *args, nbytes: int = 0, **kwargs):
+        """fs.name(*args) through _call, with a deadline where the backend is asynchronous (s3fs,
+        gcsfs: fsspec's sync layer takes `timeout`)."""
+        fs = self.fs
+        if getattr(fs, "async_impl", False):
+            kwargs["timeout"] = CALL_TIMEOUT_S + nbytes / 2**20
+        return _call(getattr(fs, name), *args, **kwargs)
+
     def _path(self, rel: str) -> str:
         root = self.fs._strip_protocol(self.location).rstrip("/")
         return f"{root}/{rel}" if rel else root
 
     def exists(self, rel: str) -> bool:
-        return bool(_call(self.fs.exists, self._path(rel)))
+        return bool(self._op("exists", self._path(rel)))
 
     def is_dir(self, rel: str) -> bool:
-        return bool(_call(self.fs.isdir, self._path(rel)))
+        return bool(self._op("isdir", self._path(rel)))
 
     def size(self, rel: str) -> int:
-        return int(_call(self.fs.size, self._path(rel)))
+        return int(self._op("size", self._path(rel)))
 
     def open(self, rel: str) -> BinaryIO:
         return _call(self.fs.open, self._path(rel), "rb")
 
     def read_bytes(self, rel: str) -> bytes:
-        return _call(self.fs.cat_file, self._path(rel))
+        return self._op("cat_file", self._path(rel))
 
     def list(self, rel: str = "") -> list[Entry]:
         try:
-            entries = _call(self.fs.ls, self._path(rel), detail=True)
+            entries = self._op("ls", self._path(rel), detail=True)
         except (FileNotFoundError, NotADirectoryError):
             return []
         base = self._path(rel).rstrip("/") + "/"
@@ -75,24 +96,24 @@ class ObjectFolder(OutputFolder):
     def ensure(self) -> None:
         if self.protocol in ("s3", "s3a", "gs", "gcs"):
             bucket = self._path("").split("/", 1)[0]
-            if not _call(self.fs.exists, bucket):
+            if not self._op("exists", bucket):
                 raise FileNotFoundError(errno.ENOENT, "no such bucket (synthfer does not create buckets)",
                                         f"{self.protocol}://{bucket}")
 
     def write_all(self, items: Iterable[tuple[str, bytes]]) -> None:
         for rel, data in items:
-            _call(self.fs.pipe_file, self._path(rel), data)
+            self._op("pipe_file", self._path(rel), data, nbytes=len(data))
 
     def create_exclusive(self, rel: str, data: bytes) -> bool:
         try:
-            _call(self.fs.pipe_file, self._path(rel), data, mode="create")
+            self._op("pipe_file", self._path(rel), data, nbytes=len(data), mode="create")
         except FileExistsError:
             return False
         return True
 
     def remove(self, rel: str) -> None:
         try:
-            _call(self.fs.rm_file, self._path(rel))
+            self._op("rm_file", self._path(rel))
         except FileNotFoundError:
             pass
 
@@ -102,8 +123,23 @@ def _call(fn, *args, **kwargs):
     connection errors, aiohttp's) becomes one, so callers handle storage failures in one way.
     "Exists" and "not found" are told by the error's status or code, never by its text, which
     may hold an object name such as shard-000404."""
+    for attempt in range(ATTEMPTS):
+        try:
+            return _classified(fn, *args, **kwargs)
+        except OSError as err:
+            if type(err) is not OSError or err.errno != errno.EIO:
+                raise   # not found, exists, permission, ...: an answer, not an outage
+            if attempt + 1 == ATTEMPTS:
+                raise StoreUnavailable(errno.EIO, f"the object store failed {ATTEMPTS} times in a row: "
+                                                  f"{err.strerror}") from None
+            time.sleep(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)])
+
+
+def _classified(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
+    except TimeoutError:   # fsspec's FSTimeoutError included (an OSError, errno unset)
+        raise OSError(errno.EIO, f"no answer within {kwargs.get('timeout', CALL_TIMEOUT_S):.0f} s") from None
     except (OSError, SynthferError):
         raise
     except Exception as err:  # noqa: BLE001 - backends raise their own types

@@ -70,6 +70,7 @@ class ShardStore:
         marker = dict(info, shard=shard_name(index),
                       files={rel: {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
                              for rel, data in sorted(files.items())})
+        check_lease(self.folder, self.layout)  # again before publishing: the files may have taken long
         self.folder.write(self.layout.marker(index), (json.dumps(marker, indent=2, sort_keys=True) + "\n").encode())
         for rel in sorted(set(previous) - set(files)):   # a kill before this leaves them to garbage()
             if isinstance(rel, str) and self.layout.is_shard_file(rel):
