@@ -146,6 +146,14 @@ def test_storage_mistakes_are_one_line(cli, s3_endpoint, write_recipe):
     assert unknown.stderr == ("Error: --output foo://bucket/x: output.dir: unknown storage protocol foo:// "
                               "(local paths, s3://, gs://, memory:// and other fsspec URLs)\n")
 
+    # a protocol fsspec knows but cannot open from a URL alone: one line, no "Exception ignored" report
+    ftp = subprocess.run([sys.executable, "-m", "synthfer", "build", str(recipe), "-q", "--output", "ftp://host/x"],
+                         capture_output=True, text=True, timeout=300)
+    assert ftp.returncode == 2, ftp.stderr
+    assert ftp.stderr == ("Error: ftp://host/x: ftp:// cannot be opened as an output (FTPFileSystem.__init__() missing 1 "
+                          "required positional argument: 'host'); synthfer writes to local folders and object stores "
+                          "(s3://, gs://)\n")
+
 
 def test_synthfer_data_reads_an_s3_output(cli, s3_endpoint, reference):
     import io

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import time
+from contextlib import contextmanager
 from typing import BinaryIO, Iterable
 
 from synthfer.errors import SynthferError, UsageError
@@ -48,11 +49,16 @@ class ObjectFolder(OutputFolder):
 
             # Listings are never cached: other writers (Ray actors) change the folder under us.
             def make():
-                try:
-                    return fsspec.filesystem(self.protocol, skip_instance_cache=True, use_listings_cache=False,
-                                             **self.storage_options)
-                except TypeError as err:   # an option the backend does not take: the recipe's mistake
-                    raise UsageError(f"output.storage_options: {self.protocol}:// does not take them ({err})") from None
+                with _quiet_half_made():
+                    try:
+                        return fsspec.filesystem(self.protocol, skip_instance_cache=True, use_listings_cache=False,
+                                                 **self.storage_options)
+                    except TypeError as err:   # an option the backend does not take, or one it needs
+                        problem = str(err)
+                if self.storage_options:
+                    raise UsageError(f"output.storage_options: {self.protocol}:// does not take them ({problem})")
+                raise UsageError(f"{self.location}: {self.protocol}:// cannot be opened as an output ({problem}); "
+                                 f"synthfer writes to local folders and object stores (s3://, gs://)")
             self._fs = _call(make)
         return self._fs
 
@@ -116,6 +122,22 @@ class ObjectFolder(OutputFolder):
             self._op("rm_file", self._path(rel))
         except FileNotFoundError:
             pass
+
+
+@contextmanager
+def _quiet_half_made():
+    """A filesystem whose __init__ raised may fail again in __del__ (ftp's, with no host), when
+    the error that holds it goes: Python's "Exception ignored" report is silenced meanwhile, so
+    the user sees one line."""
+    import gc
+    import sys
+
+    hook, sys.unraisablehook = sys.unraisablehook, lambda unraisable: None
+    try:
+        yield
+    finally:
+        gc.collect()
+        sys.unraisablehook = hook
 
 
 def _call(fn, *args, **kwargs):
