@@ -243,6 +243,26 @@ def test_a_store_that_fails_again_and_again_stops_the_build_and_a_blip_does_not(
     with pytest.raises(FileNotFoundError):   # an answer: not tried again
         _call(flaky(9, FileNotFoundError(errno.ENOENT, "gone")))
     assert len(calls) == 1
+    # once down, a folder's next calls (the build's last records, its lease) fail after one try
+    from synthfer.io.object_folder import ObjectFolder
+
+    class DeadStore:
+        async_impl = False
+        calls = 0
+
+        def _strip_protocol(self, url):
+            return url.split("://", 1)[1]
+
+        def exists(self, path):
+            DeadStore.calls += 1
+            raise RuntimeError("Could not connect to the endpoint URL")
+
+    folder = ObjectFolder("memory://dead")
+    folder._fs = DeadStore()
+    for expected in (3, 4):
+        with pytest.raises(StoreUnavailable):
+            folder.exists("run.json")
+        assert DeadStore.calls == expected
 
 
 def test_an_object_store_url_without_a_bucket_is_one_line(cli):

@@ -15,6 +15,7 @@ from synthfer.io.folder import Entry, OutputFolder
 # stalled store must end the build with a message, not hang it, and the bound stays below a
 # lease's 120 s so a build that stalled stops before another may take its output over.
 CALL_TIMEOUT_S = 60.0
+DOWN_TIMEOUT_S = 10.0        # a call once the store is known down (a build's last records, its lease)
 ATTEMPTS = 3                 # a call that fails for another reason than "not found" / "exists"
 BACKOFF_S = (1.0, 4.0)       # is tried again after these pauses before the build gives up
 
@@ -33,6 +34,7 @@ class ObjectFolder(OutputFolder):
         self.protocol = url.split("://", 1)[0]
         self.storage_options = dict(storage_options or {})
         self._fs = None
+        self._down = False
 
     def __repr__(self) -> str:
         return f"ObjectFolder({self.location!r})"
@@ -66,9 +68,16 @@ class ObjectFolder(OutputFolder):
         """fs.name(*args) through _call, with a deadline where the backend is asynchronous (s3fs,
         gcsfs: fsspec's sync layer takes `timeout`)."""
         fs = self.fs
+        down = self._down   # once the store failed a call ATTEMPTS times, the rest fail fast
         if getattr(fs, "async_impl", False):
-            kwargs["timeout"] = CALL_TIMEOUT_S + nbytes / 2**20
-        return _call(getattr(fs, name), *args, **kwargs)
+            kwargs["timeout"] = (DOWN_TIMEOUT_S if down else CALL_TIMEOUT_S) + nbytes / 2**20
+        try:
+            result = _call(getattr(fs, name), *args, attempts=1 if down else ATTEMPTS, **kwargs)
+        except StoreUnavailable:
+            self._down = True
+            raise
+        self._down = False
+        return result
 
     def _path(self, rel: str) -> str:
         root = self.fs._strip_protocol(self.location).rstrip("/")
@@ -140,20 +149,20 @@ def _quiet_half_made():
         sys.unraisablehook = hook
 
 
-def _call(fn, *args, **kwargs):
+def _call(fn, *args, attempts: int = ATTEMPTS, **kwargs):
     """Run an fsspec call; anything that is not already an OSError (botocore's ClientError,
     connection errors, aiohttp's) becomes one, so callers handle storage failures in one way.
     "Exists" and "not found" are told by the error's status or code, never by its text, which
     may hold an object name such as shard-000404."""
-    for attempt in range(ATTEMPTS):
+    for attempt in range(attempts):
         try:
             return _classified(fn, *args, **kwargs)
         except OSError as err:
             if type(err) is not OSError or err.errno != errno.EIO:
                 raise   # not found, exists, permission, ...: an answer, not an outage
-            if attempt + 1 == ATTEMPTS:
-                raise StoreUnavailable(errno.EIO, f"the object store failed {ATTEMPTS} times in a row: "
-                                                  f"{err.strerror}") from None
+            if attempt + 1 == attempts:
+                raise StoreUnavailable(errno.EIO, f"the object store failed {attempts} time"
+                                                  f"{'s in a row' if attempts > 1 else ''}: {err.strerror}") from None
             time.sleep(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)])
 
 
