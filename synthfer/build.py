@@ -22,7 +22,7 @@ from synthfer.errors import ModelFileError, OutputError, QuotaNotMetError, Shard
 from synthfer.calibrate import calibrate
 from synthfer.calibrate import given as given_calibration
 from synthfer.executors import core, distributed, make_backend
-from synthfer.io.layout import CURRENT, layout_of
+from synthfer.io.layout import CURRENT, V1, layout_of
 from synthfer.io.lock import output_lock, probe
 from synthfer.io.manifest import merge_parts
 from synthfer.io.shards import ShardStore, is_output
@@ -98,6 +98,7 @@ def build(loaded: LoadedRecipe, shards: str | None = None, reporter: Reporter | 
     folder = loaded.output_folder()
     if folder.is_local:
         _check_local_path(folder)
+        _refuse_linked_folders(folder)   # before anything reads or locks through one
     layout = layout_of(folder)
     _check_output(folder, layout)
     if layout is not CURRENT and mode != "overwrite":
@@ -136,7 +137,6 @@ def build(loaded: LoadedRecipe, shards: str | None = None, reporter: Reporter | 
     with _storage(folder, "cannot create the output folder"):
         folder.ensure()
     with output_lock(folder, layout, recipe.output.lock) as lock, signals.handled():
-        _refuse_linked_folders(folder, layout)
         with _storage(folder, "cannot write"):
             if layout is not CURRENT:   # --mode overwrite of an older format: its files go first
                 reporter.note(f"--mode overwrite: removing the format-{layout.version} build in {folder.location}")
@@ -218,12 +218,11 @@ def _storage(folder, doing: str, after: str = ""):
         raise OutputError(f"{where}: {doing}: {err.strerror or first_line(err)}{after}") from None
 
 
-def _refuse_linked_folders(folder, layout) -> None:
-    """Before anything is removed or written: a folder synthfer keeps in an output may not be a
-    symbolic link (a linked data/ would have another output's shards cleared or overwritten)."""
-    if not folder.is_local:
-        return
-    for rel in dict.fromkeys(d for d in (*layout.data_dirs, *CURRENT.data_dirs) if d):
+def _refuse_linked_folders(folder) -> None:
+    """Before anything is read, locked, removed or written: a folder synthfer keeps in a local
+    output may not be a symbolic link (a linked data/ would have another output's shards cleared
+    or overwritten)."""
+    for rel in dict.fromkeys(d for d in (*CURRENT.data_dirs, *V1.data_dirs) if d):
         path = folder.root / rel
         if path.is_symlink():
             raise UsageError(f"{path}: is a symbolic link; synthfer never follows links in an output: make it a "

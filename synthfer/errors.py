@@ -57,6 +57,12 @@ class OutputError(SynthferError):
     exit_code = 1
 
 
+class StoreUnavailable(OutputError):
+    """The object store failed a call (no answer, or an error that is not "not found" / "exists")
+    several times in a row. Not an OSError on purpose: code that reads an unreadable marker as a
+    broken shard must not rebuild or delete committed shards because the store is down."""
+
+
 class DownloadError(SynthferError):
     """`models fetch` could not download or verify a file (HTTP status, connection, proxy,
     timeout, hash mismatch, disk full); nothing half-written is left under the file's name."""

@@ -99,6 +99,10 @@ def test_links_planted_at_final_names_or_folders_redirect_nothing(cli, built, tm
     (out / "report").symlink_to(shared)
     assert _one_error(cli("build", recipe, "-q", "--mode", "overwrite"), 2).startswith(f"Error: {out / 'report'}: ")
     assert (shared / "report.html").read_text() == "mine"
+    (out / "report").unlink()
+    os.rename(out / "_synthfer", tmp_path / "bookkeeping")   # the lock lives there: refused before it is taken
+    (out / "_synthfer").symlink_to(tmp_path / "bookkeeping")
+    assert _one_error(cli("build", recipe, "-q"), 2).startswith(f"Error: {out / '_synthfer'}: is a symbolic link")
 
 
 def test_the_local_folder_refuses_a_linked_folder_on_the_way_to_any_file(tmp_path):

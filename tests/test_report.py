@@ -290,3 +290,21 @@ def test_fixes_a_check_of_the_numbers_found(tmp_path):
     row = next(r for r in table.rows if r[0] == "happy")
     assert row[3].endswith("(n=1)")
     assert _cell(f, "measured", "band", "outside bands").n == 3   # two measured happy rows and the point, not neutral
+
+
+def test_each_anchor_of_a_class_is_its_own_direction_group_at_its_angle():
+    import pandas as pd
+
+    from synthfer.report.load import _add_groups
+
+    frame = pd.DataFrame({
+        "target": ["neutral", "mixed-1-100", "mixed-2-100", "mixed-1-050", "disgust-100", "va-p030-m030", "happy-100"],
+        "target_angle_deg": [float("nan"), 290.56, 140.19, 290.56, 146.9, 315.0, 7.8],
+        "target_intensity": [0.0, 1.0, 1.0, 0.5, 1.0, 0.42, 1.0],
+        "class": ["neutral", "mixed", "mixed", "mixed", "disgust", "", "happy"]})
+    _add_groups(frame, [])
+    assert list(frame["direction"]) == ["neutral", "mixed-1 anchor", "mixed-2 anchor", "mixed-1 anchor",
+                                        "disgust anchor", "points", "happy"]
+    assert list(frame["direction"].cat.categories) == ["happy", "mixed-2 anchor", "disgust anchor", "mixed-1 anchor",
+                                                       "points", "neutral"]
+    assert frame.loc[2, "direction_angle"] == 140.19 and frame.loc[3, "direction_angle"] == 290.56

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from synthfer import errors
-from synthfer.errors import InterruptedBuild, LockedError, ModelFileError, OutputError, WorkerError, first_line
-from synthfer.io.object_folder import StoreUnavailable
+from synthfer.errors import (InterruptedBuild, LockedError, ModelFileError, OutputError, StoreUnavailable,
+                             WorkerError, first_line)
 
 # Retrying cannot help with these: stop the build, committed shards stay valid.
 FATAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS,
@@ -43,10 +43,10 @@ def one_line(err: BaseException) -> str:
 def classify(err: BaseException, where: str = "") -> Failure:
     """The Failure of an exception raised while building a shard. Interrupts are not failures:
     callers let InterruptedBuild and non-Exception errors (KeyboardInterrupt) propagate."""
+    if isinstance(err, StoreUnavailable):   # every shard would fail alike: stop, do not re-render each
+        return Failure(f"{err}; committed shards are intact", fatal=True, error=type(err).__name__)
     if isinstance(err, _FATAL_CLASSES):
         return Failure(str(err), fatal=True, error=type(err).__name__)
-    if isinstance(err, StoreUnavailable):   # every shard would fail alike: stop, do not re-render each
-        return Failure(f"{where}: {err.strerror}; committed shards are intact".lstrip(": "), fatal=True)
     if isinstance(err, OSError) and err.errno in FATAL_ERRNOS:
         detail = f"{err.filename}: {err.strerror}" if err.filename else (err.strerror or str(err))
         return Failure(f"{where}: write failed: {detail}; committed shards are intact".lstrip(": "), fatal=True)

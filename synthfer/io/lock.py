@@ -26,7 +26,7 @@ import socket
 import threading
 import time
 
-from synthfer.errors import LockedError, OutputError, SynthferError, UsageError
+from synthfer.errors import LockedError, OutputError, StoreUnavailable, SynthferError, UsageError
 from synthfer.io.folder import OutputFolder
 from synthfer.io.local_folder import LocalFolder
 from synthfer.io.layout import Layout
@@ -227,7 +227,9 @@ class Lease:
             gens = self._generations()
             self.generation = gens[-1] + 1 if gens else 0
             self.record = dict(holder_record(self.folder.new_token()), generation=self.generation)
-            if not self.folder.create_exclusive(self.layout.lease(self.generation), self._payload()):
+            payload = self._payload()
+            if not self.folder.create_exclusive(self.layout.lease(self.generation), payload) and \
+                    self._read(self.generation) != json.loads(payload):   # a retried create finds its own lease
                 raise LockedError(f"{self.folder.location}: another build took the lease at the same moment")
             for old in gens:
                 self.folder.remove(self.layout.lease(old))
@@ -249,7 +251,7 @@ class Lease:
                     self.lost = True
                     return
                 self.folder.write(self.layout.lease(self.generation), self._payload())
-            except OSError:
+            except (OSError, StoreUnavailable):
                 if time.time() > self.record.get("expires", 0):
                     self.lost = True  # could not renew in time: someone may have taken it over
                     return
@@ -259,12 +261,12 @@ class Lease:
         if self._thread is not None:
             self._thread.join(timeout=5)
         if self.generation is not None and not self.lost:
-            mine = self._read(self.generation)
-            if mine is not None and mine.get("token") == self.record.get("token"):
-                try:
+            try:
+                mine = self._read(self.generation)
+                if mine is not None and mine.get("token") == self.record.get("token"):
                     self.folder.remove(self.layout.lease(self.generation))
-                except OSError:
-                    pass  # it expires by itself
+            except (OSError, StoreUnavailable):
+                pass  # it expires by itself
         if self._flock is not None:   # last: a build that gets the flock finds no live lease
             self._flock.__exit__()
             self._flock = None

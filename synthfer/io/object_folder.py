@@ -4,25 +4,23 @@ with one PUT under its final name, listings never cached."""
 from __future__ import annotations
 
 import errno
+import io
 import time
 from contextlib import contextmanager
 from typing import BinaryIO, Iterable
 
-from synthfer.errors import SynthferError, UsageError
+from synthfer.errors import StoreUnavailable, SynthferError, UsageError
 from synthfer.io.folder import Entry, OutputFolder
 
 # A storage call that has not answered in this long failed (a PUT gets 1 s more per MiB): a
 # stalled store must end the build with a message, not hang it, and the bound stays below a
 # lease's 120 s so a build that stalled stops before another may take its output over.
 CALL_TIMEOUT_S = 60.0
+READ_CHUNK = 8 * 2**20       # bytes per ranged read of a streamed object
 DOWN_TIMEOUT_S = 10.0        # a call once the store is known down (a build's last records, its lease)
 ATTEMPTS = 3                 # a call that fails for another reason than "not found" / "exists"
 BACKOFF_S = (1.0, 4.0)       # is tried again after these pauses before the build gives up
 
-
-class StoreUnavailable(OSError):
-    """The object store did not answer (or failed) ATTEMPTS times in a row: every shard would
-    fail the same way, so the build stops instead of rendering each one again."""
 
 
 
@@ -73,9 +71,9 @@ class ObjectFolder(OutputFolder):
             kwargs["timeout"] = (DOWN_TIMEOUT_S if down else CALL_TIMEOUT_S) + nbytes / 2**20
         try:
             result = _call(getattr(fs, name), *args, attempts=1 if down else ATTEMPTS, **kwargs)
-        except StoreUnavailable:
+        except StoreUnavailable as err:
             self._down = True
-            raise
+            raise StoreUnavailable(f"{self.location}: {err}") from None
         self._down = False
         return result
 
@@ -93,7 +91,10 @@ class ObjectFolder(OutputFolder):
         return int(self._op("size", self._path(rel)))
 
     def open(self, rel: str) -> BinaryIO:
-        return _call(self.fs.open, self._path(rel), "rb")
+        if not getattr(self.fs, "async_impl", False):
+            return _call(self.fs.open, self._path(rel), "rb")
+        # ranged reads through _op, so a stream (a tar, a digest) has the deadline of every call
+        return io.BufferedReader(_RangeReader(self, self._path(rel)), buffer_size=READ_CHUNK)
 
     def read_bytes(self, rel: str) -> bytes:
         return self._op("cat_file", self._path(rel))
@@ -133,6 +134,38 @@ class ObjectFolder(OutputFolder):
             pass
 
 
+class _RangeReader(io.RawIOBase):
+    """A stored object read in ranges, each one storage call with its deadline and tries."""
+
+    def __init__(self, folder: ObjectFolder, path: str):
+        self.folder, self.path = folder, path
+        self.size = int(folder._op("size", path))
+        self.pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
+        self.pos = max(0, base + offset)
+        return self.pos
+
+    def readinto(self, buffer) -> int:
+        n = min(len(buffer), self.size - self.pos)
+        if n <= 0:
+            return 0
+        data = self.folder._op("cat_file", self.path, start=self.pos, end=self.pos + n, nbytes=n)
+        buffer[:len(data)] = data
+        self.pos += len(data)
+        return len(data)
+
+
 @contextmanager
 def _quiet_half_made():
     """A filesystem whose __init__ raised may fail again in __del__ (ftp's, with no host), when
@@ -161,8 +194,8 @@ def _call(fn, *args, attempts: int = ATTEMPTS, **kwargs):
             if type(err) is not OSError or err.errno != errno.EIO:
                 raise   # not found, exists, permission, ...: an answer, not an outage
             if attempt + 1 == attempts:
-                raise StoreUnavailable(errno.EIO, f"the object store failed {attempts} time"
-                                                  f"{'s in a row' if attempts > 1 else ''}: {err.strerror}") from None
+                raise StoreUnavailable(f"the object store failed {attempts} time"
+                                       f"{'s in a row' if attempts > 1 else ''}: {err.strerror}") from None
             time.sleep(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)])
 
 

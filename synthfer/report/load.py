@@ -206,7 +206,8 @@ def _add_groups(frame: pd.DataFrame, bands: list[BandSpec]) -> None:
         angle = None if pd.isna(angle) else float(angle)
         direction[target] = direction_of(target, angle)
         if direction[target] == POINTS and cls and not target.startswith("va-"):
-            direction[target] = f"{cls}{ANCHOR}"
+            # the key without its intensity: "disgust" for one anchor, "mixed-2" for a class's second
+            direction[target] = f"{target.rsplit('-', 1)[0]}{ANCHOR}"
             anchors.setdefault(direction[target], angle)
         for i, b in enumerate(bands):
             # circumplex.in_band is what the decide stage uses, wrap-around through 0 included
