@@ -345,3 +345,29 @@ def test_a_store_failing_while_a_resume_reads_a_marker_stops_the_build_and_delet
     after = {p: fs.cat_file(p) for p in fs.find("/bkt-down/out") if "lease" not in p}
     assert after == {p: b for p, b in before.items() if "lease" not in p}
     fs.rm("/bkt-down", recursive=True)
+
+
+def test_a_lease_create_that_landed_but_reported_an_error_is_kept_not_called_taken(monkeypatch):
+    # The create-if-absent PUT reached the store, the answer was lost (a 503, a timeout): the
+    # retry finds the lease. It is this build's own, so the build holds it (not exit 75).
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    from synthfer.io import object_folder
+    from synthfer.io.layout import CURRENT
+    from synthfer.io.lock import Lease
+
+    monkeypatch.setattr(object_folder, "BACKOFF_S", (0.0,))
+    real, failed = MemoryFileSystem.pipe_file, []
+
+    def lossy(self, path, value, *args, **kwargs):
+        result = real(self, path, value, *args, **kwargs)
+        if kwargs.get("mode") == "create" and not failed:
+            failed.append(path)
+            raise RuntimeError("503 SlowDown")
+        return result
+
+    monkeypatch.setattr(MemoryFileSystem, "pipe_file", lossy)
+    folder = object_folder.ObjectFolder("memory://bkt-lease/out")
+    with Lease(folder, CURRENT) as lease:
+        assert failed and lease.generation == 0 and Lease(folder, CURRENT).current_holder() is not None
+    assert Lease(folder, CURRENT).current_holder() is None   # released on the way out
