@@ -22,8 +22,6 @@ ATTEMPTS = 3                 # a call that fails for another reason than "not fo
 BACKOFF_S = (1.0, 4.0)       # is tried again after these pauses before the build gives up
 
 
-
-
 class ObjectFolder(OutputFolder):
     """An fsspec URL. Object stores write each object whole, so no temporaries and no rename."""
 
@@ -183,10 +181,8 @@ def _quiet_half_made():
 
 
 def _call(fn, *args, attempts: int = ATTEMPTS, **kwargs):
-    """Run an fsspec call; anything that is not already an OSError (botocore's ClientError,
-    connection errors, aiohttp's) becomes one, so callers handle storage failures in one way.
-    "Exists" and "not found" are told by the error's status or code, never by its text, which
-    may hold an object name such as shard-000404."""
+    """Run an fsspec call up to `attempts` times while it fails with no answer (an outage, not
+    "not found" or "exists"); then StoreUnavailable."""
     for attempt in range(attempts):
         try:
             return _classified(fn, *args, **kwargs)
@@ -200,6 +196,10 @@ def _call(fn, *args, attempts: int = ATTEMPTS, **kwargs):
 
 
 def _classified(fn, *args, **kwargs):
+    """Run an fsspec call once; anything that is not already an OSError (botocore's ClientError,
+    connection errors, aiohttp's, a deadline) becomes one, so callers handle storage failures in
+    one way. "Exists" and "not found" are told by the error's status or code, never by its text,
+    which may hold an object name such as shard-000404."""
     try:
         return fn(*args, **kwargs)
     except TimeoutError:   # fsspec's FSTimeoutError included (an OSError, errno unset)
