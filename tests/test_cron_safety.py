@@ -535,6 +535,11 @@ def test_small_mistakes_around_the_output_and_shards_are_named(cli, built, tmp_p
     assert as_url.exit_code == 0 and as_url.output.strip().endswith(f"-> {tmp_path / 'via-url'}"), as_url.output
     assert cli("build", recipe, "-q", "--output", f"file://{tmp_path / 'via-url'}").exit_code == 0
     assert (tmp_path / "via-url" / "manifest.parquet").is_file()
+    spaced = cli("validate", recipe, "--set", f"output.dir=file://localhost{tmp_path / 'a%20b'}")
+    assert spaced.output.strip().endswith(f"-> {tmp_path / 'a b'}"), spaced.output   # localhost, %20 decoded
+    other = cli("build", recipe, "--output", "file://otherhost/x")
+    assert _one_error(other, 2) == ("Error: --output: a file:// URL of another host (otherhost); name a local "
+                                    "folder (file:///path) or mount it")
     backwards = cli("build", recipe, "--shards", "3-1")
     assert _one_error(backwards, 2) == "Error: --shards: shard range '3-1' runs backwards; write it low-high, e.g. 1-3"
     (tmp_path / "weights.pt").mkdir()

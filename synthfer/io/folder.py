@@ -143,8 +143,17 @@ def open_folder(location: str | Path, storage_options: dict | None = None) -> Ou
 
 
 def without_file_scheme(location: str) -> str:
-    """A `file://` URL as the local path it names (file:///data/x -> /data/x); else as given."""
-    return location[len("file://"):] if location.startswith("file://") else location
+    """A `file://` URL as the local path it names (file:///data/x and file://localhost/data/x ->
+    /data/x, %20 decoded); else as given. ValueError for another host's file:// URL."""
+    if not location.startswith("file://"):
+        return location
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(location)
+    if parts.netloc not in ("", "localhost"):
+        raise ValueError(f"a file:// URL of another host ({parts.netloc}); name a local folder (file:///path) "
+                         f"or mount it")
+    return unquote(parts.path)
 
 
 def is_url(location: str) -> bool:

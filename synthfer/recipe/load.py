@@ -61,14 +61,17 @@ def load_recipe(path: str | Path, overrides: list[str] = (), output: str | None 
         _apply_override(data, dotted, value, item)
         applied[tuple(dotted)] = f"--set {item}"
     if output is not None:
-        if not without_file_scheme(output).strip():   # Path("") is the current folder: never what was meant
+        try:
+            local = without_file_scheme(output)
+        except ValueError as err:
+            raise RecipeError([f"--output: {err}"]) from None
+        if not local.strip():   # Path("") is the current folder: never what was meant
             raise RecipeError([f"--output: {'is empty' if not output.strip() else f'{output} names no folder'}; "
                                f"name a folder (or a URL)"])
         data.setdefault("output", {})
         if not isinstance(data["output"], dict):
             data["output"] = {}
         # A command-line path means what it says from where the user stands, not from the recipe.
-        local = without_file_scheme(output)
         data["output"]["dir"] = output if is_url(output) else str(Path(local).expanduser().absolute())
         applied[("output", "dir")] = f"--output {output}"
 
