@@ -12,9 +12,11 @@ read at once with their samples interleaved, and a `buffer` of samples is shuffl
 holds whole identities, so without this a batch would hold a handful of people).
 
 DataLoader workers: a DataLoader takes each batch from one worker, so a worker must mix as many
-identities as one process would. With at least `mix` shards per worker, each worker reads its
-own shards; with fewer (small splits), every worker reads the split's shards in the same order
-and keeps every N-th sample, decoding only those. Either way each sample comes once per pass.
+identities as one process would. When each worker's share of the split would fill at least two
+shuffle buffers (and holds `mix` shards), each worker reads its own shards: its buffer then
+mixes as many identities as one process's. Otherwise (smaller splits) every worker reads the
+split's shards in the same order and keeps every N-th sample of each, decoding only those.
+Either way each sample comes once per pass.
 """
 
 from __future__ import annotations
@@ -41,6 +43,11 @@ SPLITS = {"train": "train", "val": "val", "validation": "val", "test": "test"}
 
 def shard_urls(out, split: str = "train", storage_options: dict | None = None) -> list[str]:
     """Names webdataset can open of the committed accepted shards of a split, in shard order."""
+    return [url for url, _ in _split_shards(out, split, storage_options)]
+
+
+def _split_shards(out, split: str, storage_options: dict | None = None) -> list[tuple[str, int]]:
+    """(url, accepted images) of the committed shards of a split, in shard order."""
     folder = out if isinstance(out, OutputFolder) else open_folder(out, storage_options)
     if split not in SPLITS:
         raise UsageError(f"split: must be train, val (or validation) or test, got {split!r}")
@@ -52,8 +59,8 @@ def shard_urls(out, split: str = "train", storage_options: dict | None = None) -
         raise UsageError(f"{folder.location}: cannot read the output: {err.strerror or err}") from None
     if not committed:
         raise UsageError(f"{folder.location}: no committed shards; is it a synthfer output?")
-    urls = [folder.url(layout.tar(i, m.get("split", ""))) for i, m in sorted(committed.items())
-            if m.get("split") == split]
+    urls = [(folder.url(layout.tar(i, m.get("split", ""))), int(m.get("accepted") or 0))
+            for i, m in sorted(committed.items()) if m.get("split") == split]
     if not urls:
         raise UsageError(f"{folder.location}: no {split} shards")
     if not folder.is_local:
@@ -72,21 +79,27 @@ def dataset(out, split: str = "train", label: str = "va", image_size: int | None
     if label not in LABELS:
         raise UsageError(f"label: must be va, class or both, got {label!r}")
     folder = out if isinstance(out, OutputFolder) else open_folder(out, storage_options)
-    urls = shard_urls(folder, split)
+    shards = _split_shards(folder, split)
+    urls = [url for url, _ in shards]
     if label != "va" and not folder.exists(layout_of(folder).classes):   # class_id would be -1 everywhere
         raise UsageError(f"label: {label!r} needs classes, and {folder.location} was built without "
                          f"targets.classes (it has no classes.json); use label='va'")
-    stages = [wds.SimpleShardList(urls), _worker_share(mix if shuffle else 1, shuffle, seed)]
+    # every worker reads the whole split when its own share would not fill two shuffle buffers
+    buffers = sum(n for _, n in shards) / (2 * buffer) if shuffle else float("inf")
+    stages = [wds.SimpleShardList(urls), _worker_share(mix if shuffle else 1, shuffle, seed, buffers)]
     if shuffle:
         stages.append(wds.shuffle(buffer, initial=buffer, seed=seed))
     stages.append(wds.map(_item(label, image_size)))
     return wds.DataPipeline(*stages)
 
 
-def _worker_share(mix: int, shuffle: bool, seed: int | None):
+def _worker_share(mix: int, shuffle: bool, seed: int | None, buffers: float = 0.0):
     """A pipeline stage: this worker's samples of the shards, interleaved `mix` at a time. The
     shard order is shuffled with a seed every worker of a pass shares (the caller's, or the
-    DataLoader's base seed of this pass), so the workers' shares are disjoint and complete."""
+    DataLoader's base seed of this pass), so the workers' shares are disjoint and complete.
+    Each worker reads its own shards only when there are `mix` per worker and each worker's
+    share fills at least two shuffle buffers (`buffers`: the split's samples / two buffers);
+    then its buffer mixes as many identities as one process's would."""
     passes = [0]
 
     def stage(shards):
@@ -102,7 +115,7 @@ def _worker_share(mix: int, shuffle: bool, seed: int | None):
             else:
                 order_seed = None
             random.Random(order_seed).shuffle(shards)
-        if len(shards) >= mix * workers:
+        if len(shards) >= mix * workers and buffers >= workers:
             yield from _interleave(shards[me::workers], mix)
         else:   # every shard's samples me, me + N, ...: each worker sees every shard's identities
             yield from _interleave(shards, mix, start=me, step=workers)

@@ -199,12 +199,14 @@ def test_each_worker_of_a_small_split_mixes_every_shard(tmp_path):
         return list(torch.utils.data.DataLoader(ds, batch_size=1000, num_workers=2, collate_fn=list))
 
     everyone = {f"{i:07d}" for i in range(8)}
-    for seed in (None, 3):
-        mixed = batches(sd.dataset(out, seed=seed))   # 8 shards < 8 x 2 workers
+    for seed, mix in ((None, 8), (3, 8), (3, 2)):   # 8 shards < 8 x 2 workers; or 32 samples < 2 buffers each
+        mixed = batches(sd.dataset(out, seed=seed, mix=mix))
         assert len(mixed) == 2 and all({k.split("_", 1)[0] for k in b} == everyone for b in mixed)
         keys = [k for b in mixed for k in b]
         assert len(keys) == len(set(keys)) == 32
-    own = batches(sd.dataset(out, seed=1, mix=2))   # 8 shards >= 2 x 2 workers: each reads its own 4
+    # 8 shards >= 2 x 2 workers and 32 samples fill 2 x 2 buffers of 4 twice: each reads its own 4
+    own = batches(sd.dataset(out, seed=1, mix=2, buffer=4))
+    assert len(own) == 2
     owners = [{k.split("_", 1)[0] for k in b} for b in own]
     assert [len(o) for o in owners] == [4, 4] and owners[0] | owners[1] == everyone
 
