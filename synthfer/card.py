@@ -29,15 +29,20 @@ def licence(notes: list[dict]) -> dict:
     closed = [n for n in notes if n["commercial"] is False]
     unknown = [n for n in notes if n["commercial"] is None]
     if closed:
-        reason = "; ".join(f"{n['role']} ({n['kind']}): {n['note']}" for n in closed)
+        reason = _joined(closed)
         return {"id": "other", "name": "non-commercial", "commercial_use": False,
                 "reason": f"made with non-commercial weights, so the images are for non-commercial use only: {reason}"}
     if unknown:
-        reason = "; ".join(f"{n['role']} ({n['kind']}): {n['note']}" for n in unknown)
+        reason = _joined(unknown)
         return {"id": "other", "name": "check-model-terms", "commercial_use": None,
                 "reason": f"the terms of these weights decide how the images may be used: {reason}"}
     return {"id": "mit", "name": "mit", "commercial_use": True,
             "reason": "made only with weights open for commercial use (synthfer's builtin stand-ins are MIT)"}
+
+
+def _joined(notes: list[dict]) -> str:
+    """The notes as one sentence's clauses: each note's own full stop dropped (the card adds one)."""
+    return "; ".join(f"{n['role']} ({n['kind']}): {n['note'].rstrip().rstrip('.')}" for n in notes)
 
 
 def card(loaded, result, model_info: dict, notes: list[dict], layout: Layout, splits_present: list[str],

@@ -106,13 +106,19 @@ def resolve(spec, neutral: bool) -> tuple[list[ClassSpec], list[tuple[tuple, str
         return out, problems
     out = []
     owner: dict[str, str] = {}
+    folded: dict[str, str] = {}
     for class_id, (name, members) in enumerate(spec.items()):
         if not isinstance(name, str) or not CLASS_NAME.fullmatch(name):
             problems.append(((str(name),), f"class name {name!r}: letters, digits, '_' and '-' only (up to 64, "
                                            "a letter or digit first): it becomes part of sample keys and file names"))
             continue
+        if name.lower() in folded:   # one folder on a case-insensitive file system (macOS, Windows)
+            problems.append(((name,), f"class {name!r} differs from class {folded[name.lower()]!r} only in case; "
+                                      f"rename one"))
+            continue
+        folded[name.lower()] = name
         directions, anchors = [], []
-        items = members if isinstance(members, list) else [members]
+        items = members if isinstance(members, list) else [] if members is None else [members]
         if name == NEUTRAL and members in ([], None, NEUTRAL):
             out.append(ClassSpec(NEUTRAL, class_id))
             continue

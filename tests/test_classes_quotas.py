@@ -121,6 +121,11 @@ def test_class_names_that_would_break_keys_or_paths_and_empty_classes_are_refuse
         f"targets.classes['../esc']: class name '../esc': {rule}",
         f"targets.classes['']: class name '': {rule}",
     ]
+    same = cli("validate", write_recipe("targets:\n  classes: {happy: [happy], Sad: [sad], sad: [gloomy], calm: null}\n",
+                                        "s.yaml"))
+    assert [line.split(": ", 2)[-1] for line in same.stderr.strip().splitlines()] == [
+        "targets.classes.sad: class 'sad' differs from class 'Sad' only in case; rename one",
+        "targets.classes.calm: a class needs circumplex directions or {valence, arousal} anchors"]
     for empty in ("[]", "{}"):
         result = cli("validate", write_recipe(f"targets:\n  classes: {empty}\n  quota: 3\n", "e.yaml"))
         assert result.exit_code == 2

@@ -396,6 +396,9 @@ def test_the_card_licence_follows_the_weights(tiny, tmp_path):
     assert nc["id"] == "other" and nc["commercial_use"] is False and "NVIDIA SCL-NC" in nc["reason"]
     unknown = licence([{"role": "va", "kind": "onnx", "commercial": None, "note": "check its terms"}])
     assert unknown["id"] == "other" and unknown["commercial_use"] is None
+    two = licence([{"role": "quality", "kind": "onnx", "commercial": None, "note": "check the file's terms."},
+                   {"role": "va", "kind": "onnx", "commercial": None, "note": "check its licence."}])
+    assert two["reason"].endswith("quality (onnx): check the file's terms; va (onnx): check its licence")
 
 
 def test_the_card_lists_every_label_field_and_every_filter(tiny):
