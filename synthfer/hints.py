@@ -68,7 +68,27 @@ def recipe_warnings(loaded: LoadedRecipe) -> list[str]:
         elif value <= lo:
             out.append(f"{field}: {value:g} is at or below every {column} the output measured ({lo:.4g} to "
                        f"{hi:.4g}): it rejects none")
+    out += _split_shares(loaded.recipe)
     return out
+
+
+def _split_shares(recipe) -> list[str]:
+    """Splits come whole shards at a time: few big shards can give shares far from output.splits
+    (a quota build's top-up rounds fill each split by itself, so only builds without one)."""
+    if recipe.targets.quota is not None:
+        return []
+    plan = Plan(recipe)
+    wanted = recipe.output.splits.model_dump()
+    got = {s: 0 for s in wanted}
+    for shard in plan.shards:
+        got[shard.split] += len(shard.identities)
+    total = sum(got.values())
+    if all(abs(got[s] / total - f) <= 0.1 for s, f in wanted.items()):
+        return []
+    share = lambda d: "/".join(f"{100 * v:.0f}" for v in d.values())   # noqa: E731
+    return [f"output.splits: {len(plan.shards)} shards of up to {plan.identities_per_shard} identities give train, "
+            f"val, test {share({s: n / total for s, n in got.items()})}% of the identities, not "
+            f"{share(wanted)}%; use a smaller output.samples_per_shard or more identities"]
 
 
 def quota_estimate(loaded: LoadedRecipe, plan: Plan) -> str | None:

@@ -370,3 +370,16 @@ def test_validate_warns_about_thresholds_that_cannot_be_meant(cli, write_recipe,
     assert high.exit_code == 0 and "filters.min_quality: 500 is above every quality the output measured" in high.stderr
     plan = cli("plan", folder / "recipe.yaml")
     assert "every quota needs about" in " ".join(plan.stdout.split())
+
+
+def test_validate_and_plan_warn_when_whole_shards_skew_the_split_shares(cli, write_recipe):
+    # 12 identities, 4 per shard: one shard per split is 33/33/33, not the 80/10/10 asked for;
+    # with a quota the top-up rounds fill each split by itself, so no warning there.
+    recipe = write_recipe(QUOTA.replace(", quota: 10", ""))
+    line = ("Warning: output.splits: 3 shards of up to 4 identities give train, val, test 33/33/33% of the "
+            "identities, not 80/10/10%; use a smaller output.samples_per_shard or more identities")
+    for command in ("validate", "plan"):
+        result = cli(command, recipe)
+        assert result.exit_code == 0 and line in result.stderr.splitlines(), result.output
+    assert "output.splits" not in cli("validate", write_recipe(QUOTA, "q.yaml")).stderr
+    assert "output.splits" not in cli("validate", recipe, "--set", "output.samples_per_shard=3").stderr
