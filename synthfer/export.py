@@ -181,11 +181,8 @@ def _prepare(target: LocalFolder, force: bool) -> None:
                 raise UsageError(f"{target.location}: --force replaces only an earlier synthfer export, and this "
                                  f"folder has no {RECORD}") from None
             files = record.get("files") if isinstance(record, dict) else None
-            if not isinstance(files, list) or not all(_inside(target.root, rel) for rel in files):
-                raise UsageError(f"{target.location}: {RECORD} is not a synthfer export record (it must list "
-                                 f"relative paths inside the folder); nothing removed")
-            folders = record.get("folders", [])
-            if not isinstance(folders, list) or not all(_inside(target.root, rel) for rel in folders):
+            folders = record.get("folders", []) if isinstance(record, dict) else None   # older records: none
+            if not all(isinstance(x, list) and all(_inside(target.root, rel) for rel in x) for x in (files, folders)):
                 raise UsageError(f"{target.location}: {RECORD} is not a synthfer export record (it must list "
                                  f"relative paths inside the folder); nothing removed")
             for rel in files:

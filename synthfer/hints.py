@@ -79,9 +79,7 @@ def _split_shares(recipe) -> list[str]:
         return []
     plan = Plan(recipe)
     wanted = recipe.output.splits.model_dump()
-    got = {s: 0 for s in wanted}
-    for shard in plan.shards:
-        got[shard.split] += len(shard.identities)
+    got = plan.identities_by_split()
     total = sum(got.values())
     if all(abs(got[s] / total - f) <= 0.1 for s, f in wanted.items()):
         return []

@@ -145,6 +145,13 @@ class Plan:
     def identities_per_shard(self) -> int:
         return len(self.shards[0].identities)
 
+    def identities_by_split(self) -> dict[str, int]:
+        """Identities each split holds in the shards planned so far."""
+        out = dict.fromkeys(SPLITS, 0)
+        for shard in self.shards:
+            out[shard.split] += len(shard.identities)
+        return out
+
     @property
     def total_samples(self) -> int:
         return sum(len(s.identities) * len(self.shard_targets(s)) for s in self.shards)
@@ -240,12 +247,10 @@ def _check_quota_reachable(plan: "Plan") -> None:
     # Even if every image were accepted: an identity belongs to one split and gives a unit at most
     # one image per rendered target of it, and a split keeps the identities the plan gave it.
     rendered = {u: sum(b is None or b.action != "skip" for b in bands) for u, bands in by_unit.items()}
-    need, base = {}, {}
+    need = dict.fromkeys(SPLITS, 0)
     for (unit, split), n in quotas(plan).items():
-        need[split] = max(need.get(split, 0), -(-n // rendered[unit]))
-    for shard in plan.shards:
-        base[shard.split] = base.get(shard.split, 0) + len(shard.identities)
-    total = sum(max(base.get(s, 0), need.get(s, 0)) for s in SPLITS)
+        need[split] = max(need[split], -(-n // rendered[unit]))
+    total = sum(max(n, need[s]) for s, n in plan.identities_by_split().items())
     cap = recipe.identities.cap
     if total > cap:
         limit = (f"identities.max_count {cap}" if recipe.identities.max_count is not None

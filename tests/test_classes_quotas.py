@@ -308,17 +308,22 @@ def test_warnings_name_what_failed_and_strict_makes_them_an_exit_code(cli, write
     assert cli("build", recipe, "-q").exit_code == 0   # the same output, thresholds that accept some
 
 
-def test_a_quota_beyond_max_count_even_at_full_acceptance_is_refused_before_rendering(cli, write_recipe):
-    # neutral has one target per identity: 10 per class (8 train, 1 val, 1 test with 80/10/10)
-    # takes at least 10 identities however good the images are.
-    # The 12 first identities are 4 per split; quota 10 is 8 train, 1 val, 1 test: at least 8 + 4 + 4.
-    recipe = write_recipe(QUOTA.replace("max_count: 200", "max_count: 15"))
+def _refused_before_rendering(cli, recipe, line: str) -> None:
+    """validate and build both exit 2 with exactly `line`, and the build writes nothing."""
     for command in ("validate", "build"):
         result = cli(command, recipe)
         assert result.exit_code == 2, result.output
-        assert error_lines(result.stderr) == [
-            "Error: targets.quota: 10 per class cannot be met within identities.max_count 15: even if every image "
-            "were accepted it takes 16 identities; raise identities.max_count or lower the quota"]
+        assert error_lines(result.stderr) == [line]
+    assert not (recipe.parent / "out").exists()
+
+
+def test_a_quota_beyond_max_count_even_at_full_acceptance_is_refused_before_rendering(cli, write_recipe):
+    # neutral has one target per identity, and an identity belongs to one split. The 12 first
+    # identities are 4 per split; quota 10 is 8 train, 1 val, 1 test: at least 8 + 4 + 4 = 16.
+    recipe = write_recipe(QUOTA.replace("max_count: 200", "max_count: 15"))
+    _refused_before_rendering(cli, recipe, "Error: targets.quota: 10 per class cannot be met within "
+                              "identities.max_count 15: even if every image were accepted it takes 16 identities; "
+                              "raise identities.max_count or lower the quota")
     assert cli("validate", write_recipe(QUOTA.replace("max_count: 200", "max_count: 16"), "ok.yaml")).exit_code == 0
 
 
@@ -348,13 +353,9 @@ def test_a_quota_class_wholly_in_a_skip_band_is_refused_before_rendering(cli, wr
     # sad (203 deg) is never rendered under this band, so top-up rounds could never fill it.
     recipe = write_recipe(QUOTA.replace("filters: {", "filters: {failure_bands: [{from_deg: 190, to_deg: 220, "
                                                      "action: skip}], "))
-    for command in ("validate", "build"):
-        result = cli(command, recipe)
-        assert result.exit_code == 2, result.output
-        assert error_lines(result.stderr) == [
-            "Error: targets.quota: class 'sad' can never be met: every target of it lies in a skip band of "
-            "filters.failure_bands (190-220 deg); drop the class, or give the band action reject or verify"]
-    assert not (recipe.parent / "out").exists()
+    _refused_before_rendering(cli, recipe, "Error: targets.quota: class 'sad' can never be met: every target of it "
+                              "lies in a skip band of filters.failure_bands (190-220 deg); drop the class, or give "
+                              "the band action reject or verify")
 
 
 def test_validate_warns_about_thresholds_that_cannot_be_meant(cli, write_recipe, reference):
